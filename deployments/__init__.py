@@ -1,0 +1,1 @@
+"""Thin Ray Serve wrappers: one deployment per stage, plus the FastAPI ingress."""

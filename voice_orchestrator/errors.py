@@ -1,0 +1,89 @@
+"""The one error-code table of the API contract (DESIGN.md §2) and the exception that carries a code."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class OrchestratorErrorCode(StrEnum):
+    INVALID_AUDIO_FORMAT = "INVALID_AUDIO_FORMAT"
+    AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
+    AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    SPEECH_RECOGNITION_FAILED = "SPEECH_RECOGNITION_FAILED"
+    TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    STT_SERVICE_UNAVAILABLE = "STT_SERVICE_UNAVAILABLE"
+    LLM_SERVICE_UNAVAILABLE = "LLM_SERVICE_UNAVAILABLE"
+    TTS_SERVICE_UNAVAILABLE = "TTS_SERVICE_UNAVAILABLE"
+    PROCESSING_TIMEOUT = "PROCESSING_TIMEOUT"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+HTTP_STATUS: dict[OrchestratorErrorCode, int] = {
+    OrchestratorErrorCode.INVALID_AUDIO_FORMAT: 400,
+    OrchestratorErrorCode.AUDIO_TOO_SHORT: 400,
+    OrchestratorErrorCode.AUDIO_TOO_LONG: 400,
+    OrchestratorErrorCode.INVALID_REQUEST: 400,
+    OrchestratorErrorCode.PAYLOAD_TOO_LARGE: 413,
+    OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED: 422,
+    OrchestratorErrorCode.TOO_MANY_REQUESTS: 429,
+    OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE: 503,
+    OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE: 503,
+    OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE: 503,
+    OrchestratorErrorCode.PROCESSING_TIMEOUT: 504,
+    OrchestratorErrorCode.INTERNAL_ERROR: 500,
+}
+
+# Codes whose responses carry `Retry-After`: the client may simply try again later.
+RETRYABLE: frozenset[OrchestratorErrorCode] = frozenset(
+    {
+        OrchestratorErrorCode.TOO_MANY_REQUESTS,
+        OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE,
+        OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
+        OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,
+    }
+)
+
+# Which code a failing stage maps to, so the pipeline and the deployments agree on one table.
+STAGE_UNAVAILABLE: dict[str, OrchestratorErrorCode] = {
+    "stt": OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE,
+    "llm": OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
+    "tts": OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,
+}
+
+
+class OrchestratorError(Exception):
+    """An error the API reports with its own code; `message` is safe to show to clients."""
+
+    def __init__(
+        self,
+        code: OrchestratorErrorCode,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments need help to survive pickling across Ray processes.
+        return (_rebuild_error, (self.code, self.message, self.details, self.retry_after))
+
+    def __repr__(self) -> str:
+        return f"OrchestratorError({self.code.value}, {self.message!r})"
+
+
+def _rebuild_error(
+    code: OrchestratorErrorCode, message: str, details: dict[str, Any] | None, retry_after: int | None
+) -> OrchestratorError:
+    return OrchestratorError(code, message, details=details, retry_after=retry_after)

@@ -1,0 +1,130 @@
+"""Pydantic models for every payload: between deployments, in responses and in error bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class _ArrayModel(BaseModel):
+    # numpy arrays cross Ray as-is (pickle-5 zero copy) instead of being re-encoded at every hop.
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+
+class DecodedAudio(_ArrayModel):
+    """Speech ready for recognition: mono float32 in [-1, 1] at 16 kHz."""
+
+    samples: FloatArray
+    sample_rate: int = 16_000
+    source_format: str
+    source_sample_rate: int
+    source_channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class Transcription(BaseModel):
+    text: str
+    language: str
+    language_probability: float | None = None
+
+
+class ReplyRequest(BaseModel):
+    text: str
+    language: str
+
+
+class Reply(BaseModel):
+    text: str
+    language: str
+    completion_tokens: int = 0
+
+
+class SynthesisRequest(BaseModel):
+    text: str
+    language: str
+
+
+class SpeechAudio(_ArrayModel):
+    """Synthesised speech: mono float32 in [-1, 1] at the voice's own rate."""
+
+    samples: FloatArray
+    sample_rate: int
+    voice: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class ProcessingMetadata(BaseModel):
+    """What one dialogue turn heard, said and how long each stage took (milliseconds)."""
+
+    request_id: str
+    input_text: str
+    input_language: str
+    input_duration_s: float
+    output_text: str
+    output_duration_s: float
+    output_sample_rate: int
+    stt_ms: float
+    llm_ms: float
+    tts_ms: float
+    total_ms: float
+
+
+class DialogueResult(_ArrayModel):
+    metadata: ProcessingMetadata
+    speech: SpeechAudio
+
+
+class ErrorBody(BaseModel):
+    """The one JSON error body of the API."""
+
+    error_code: str
+    message: str
+    details: dict[str, Any] | None = None
+    retry_after: int | None = None
+    request_id: str
+
+
+HealthState = Literal["healthy", "degraded", "unhealthy"]
+
+
+class ReplicaCounts(BaseModel):
+    running: int
+    target: int
+
+
+class ServiceStatus(BaseModel):
+    status: HealthState
+    engine: str
+    model: str
+    latency_ms: float | None = None
+    replicas: ReplicaCounts
+    message: str | None = None
+
+
+class StatusResponse(BaseModel):
+    status: HealthState
+    services: dict[str, ServiceStatus]
+    active_dialogues: int
+    max_concurrent_dialogues: int
+    version: str
+    timestamp: datetime
+
+
+class EngineInfo(BaseModel):
+    """What a stage reports about itself for /status."""
+
+    engine: str
+    model: str
+    extra: dict[str, Any] = Field(default_factory=dict)

