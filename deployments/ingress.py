@@ -5,10 +5,12 @@ No `from __future__ import annotations` here: FastAPI must see real annotations 
 """
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,25 +22,29 @@ from starlette.datastructures import FormData, UploadFile
 from deployments._replica import setup_replica
 from voice_orchestrator import __version__
 from voice_orchestrator.audio import encode_wav_pcm16
-from voice_orchestrator.errors import RETRYABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.pipeline import DialoguePipeline, DialogueSlots
 from voice_orchestrator.protocol import (
     DecodedAudio,
     DialogueResult,
+    EngineInfo,
     ErrorBody,
     Reply,
     ReplyRequest,
+    ServiceStatus,
     SpeechAudio,
+    StatusResponse,
     SynthesisRequest,
     Transcription,
 )
 from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.status import StageObservation, assess_stage, overall_health
 from voice_orchestrator.text import header_text
 
 logger = logging.getLogger("deployments.ingress")
-T = TypeVar("T")
 
 DIALOGUE_ROUTE = "/api/orchestrator/dialogue"
+STATUS_ROUTE = "/api/orchestrator/status"
 
 app = FastAPI(
     title="Voice dialogue orchestrator",
@@ -184,6 +190,134 @@ def dialogue_headers(result: DialogueResult) -> dict[str, str]:
     }
 
 
+def _error_responses(*codes: OrchestratorErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error responses, grouped by HTTP status from the one error table."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status = HTTP_STATUS[code]
+        entry = responses.setdefault(status, {"model": ErrorBody, "description": ""})
+        entry["description"] = " | ".join(filter(None, [entry["description"], code.value]))
+        if code in RETRYABLE:
+            entry["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
+    return responses
+
+
+_TEXT_HEADER = {"description": "UTF-8, percent-encoded", "schema": {"type": "string"}}
+_NUMBER_HEADER = {"schema": {"type": "number"}}
+DIALOGUE_DOCS: dict[str, Any] = {
+    "summary": "Answer a spoken question with speech",
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "The spoken reply, PCM16 mono WAV",
+            "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {
+                **{
+                    f"X-Processing-Time-{stage}": {"description": "milliseconds", **_NUMBER_HEADER}
+                    for stage in ("Total", "STT", "LLM", "TTS")
+                },
+                "X-Input-Text": _TEXT_HEADER,
+                "X-Input-Language": {"schema": {"type": "string"}},
+                "X-Input-Duration": {"description": "seconds", **_NUMBER_HEADER},
+                "X-Output-Text": _TEXT_HEADER,
+                "X-Output-Duration": {"description": "seconds", **_NUMBER_HEADER},
+                "X-Output-Sample-Rate": {"description": "Hz", "schema": {"type": "integer"}},
+                "X-Request-ID": {"schema": {"type": "string"}},
+            },
+        },
+        **_error_responses(*OrchestratorErrorCode),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["audio"],
+                        "properties": {
+                            "audio": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "WAV, FLAC, OGG, MP3, WebM or M4A; decided from the bytes",
+                            },
+                            "language": {
+                                "type": "string",
+                                "description": "Whisper language code (ja, en, ...); absent/'auto' = detect",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
+STATUS_DOCS: dict[str, Any] = {
+    "summary": "Health of every stage",
+    "response_model": StatusResponse,
+    "responses": {
+        503: {"model": StatusResponse, "description": "unhealthy: some stage cannot serve"},
+        **_error_responses(OrchestratorErrorCode.UNAUTHORIZED),
+    },
+}
+
+
+class StatusReporter:
+    """Builds /status from serve.status() and a live ping of each stage; shares and caches the work."""
+
+    def __init__(self, stages: dict[str, DeploymentHandle[Any]], settings: OrchestratorSettings) -> None:
+        self._stages = stages
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._cached: tuple[float, dict[str, ServiceStatus]] | None = None
+        self._known_info: dict[str, EngineInfo] = {}
+
+    async def services(self) -> dict[str, ServiceStatus]:
+        async with self._lock:  # concurrent /status calls wait for one refresh instead of each pinging
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self._settings.status_cache_seconds:
+                return self._cached[1]
+            services = await self._observe()
+            self._cached = (time.monotonic(), services)
+            return services
+
+    async def _observe(self) -> dict[str, ServiceStatus]:
+        app_name = serve.get_replica_context().app_name
+        # serve.status() is ~50 ms of controller RPC: run it in a thread while the pings go out.
+        status_call = asyncio.create_task(asyncio.to_thread(serve.status))
+        pings = await asyncio.gather(*(self._ping(stage, handle) for stage, handle in self._stages.items()))
+        serve_status = await status_call
+        application = serve_status.applications.get(app_name)
+        services: dict[str, ServiceStatus] = {}
+        for (stage, handle), (ping_ms, ping_error) in zip(self._stages.items(), pings, strict=True):
+            deployment = application.deployments.get(handle.deployment_name) if application else None
+            observation = StageObservation(
+                deployment_state=deployment.status.value if deployment else None,
+                replica_states={state.value: count for state, count in deployment.replica_states.items()}
+                if deployment
+                else {},
+                deployment_message=deployment.message if deployment else "",
+                ping_ms=ping_ms,
+                ping_error=ping_error,
+                info=self._known_info.get(stage),
+            )
+            services[stage] = assess_stage(observation, self._settings.status_slow_ping_ms)
+        return services
+
+    async def _ping(self, stage: str, handle: DeploymentHandle[Any]) -> tuple[float | None, str | None]:
+        started = time.perf_counter()
+        response: Any = handle.info.remote()
+        try:
+            info = await asyncio.wait_for(response, timeout=self._settings.status_ping_timeout_seconds)
+        except TimeoutError:
+            response.cancel()
+            return None, f"no answer within {self._settings.status_ping_timeout_seconds:g} s"
+        except Exception as error:
+            return None, type(error).__name__
+        self._known_info[stage] = info
+        return round((time.perf_counter() - started) * 1000.0, 1), None
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=100)
 @serve.ingress(app)
 class Orchestrator:
@@ -204,12 +338,40 @@ class Orchestrator:
             settings,
         )
         self._slots = DialogueSlots(settings.max_concurrent_dialogues, retry)
+        self._status = StatusReporter({"stt": stt, "llm": llm, "tts": tts}, settings)
+        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
 
-    @app.post(DIALOGUE_ROUTE, response_class=Response)
+    def _authorize(self, request: Request) -> None:
+        if self._api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._api_key):
+            raise OrchestratorError(
+                OrchestratorErrorCode.UNAUTHORIZED,
+                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+            )
+
+    @app.get(STATUS_ROUTE, **STATUS_DOCS)
+    async def status(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        services = await self._status.services()
+        report = StatusResponse(
+            status=overall_health(services.values()),
+            services=services,
+            active_dialogues=self._slots.active,
+            max_concurrent_dialogues=self._slots.limit,
+            version=__version__,
+            timestamp=datetime.now(UTC),
+        )
+        code = 503 if report.status == "unhealthy" else 200
+        return JSONResponse(report.model_dump(mode="json"), status_code=code)
+
+    @app.post(DIALOGUE_ROUTE, **DIALOGUE_DOCS)
     async def dialogue(self, request: Request) -> Response:
         request_id = request_id_of(request)
         started = time.perf_counter()
         try:
+            self._authorize(request)
             self._slots.acquire()  # refuse at once when full, before reading a byte of the body
             try:
                 result = await self._dialogue(request, request_id)

@@ -11,6 +11,7 @@ class OrchestratorErrorCode(StrEnum):
     AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
     AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
     INVALID_REQUEST = "INVALID_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     SPEECH_RECOGNITION_FAILED = "SPEECH_RECOGNITION_FAILED"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
@@ -26,6 +27,7 @@ HTTP_STATUS: dict[OrchestratorErrorCode, int] = {
     OrchestratorErrorCode.AUDIO_TOO_SHORT: 400,
     OrchestratorErrorCode.AUDIO_TOO_LONG: 400,
     OrchestratorErrorCode.INVALID_REQUEST: 400,
+    OrchestratorErrorCode.UNAUTHORIZED: 401,
     OrchestratorErrorCode.PAYLOAD_TOO_LARGE: 413,
     OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED: 422,
     OrchestratorErrorCode.TOO_MANY_REQUESTS: 429,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -64,6 +64,12 @@ class OrchestratorSettings(BaseSettings):
     stt_timeout_seconds: float = Field(default=60.0, gt=0.0)
     llm_timeout_seconds: float = Field(default=60.0, gt=0.0)
     tts_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    # /status: how long one answer is reused, how long a stage ping may take, and when a ping counts as slow.
+    status_cache_seconds: float = Field(default=2.0, ge=0.0)
+    status_ping_timeout_seconds: float = Field(default=2.0, gt=0.0)
+    status_slow_ping_ms: float = Field(default=1000.0, gt=0.0)
+    # When set, the orchestrator routes require `Authorization: Bearer <api_key>` (401 otherwise).
+    api_key: SecretStr | None = None
     # A replica's health check runs a real (tiny) inference when no request succeeded for this long.
     health_probe_interval_seconds: float = Field(default=60.0, gt=0.0)
     # Transcripts and replies are personal data: they stay out of INFO logs unless this is on.
