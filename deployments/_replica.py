@@ -1,11 +1,20 @@
-"""What every replica does at start: JSON logs that carry the Serve request id."""
+"""What every replica shares: JSON logs that carry the Serve request id, and per-call accounting."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from ray import serve
 
+from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.logs import configure_logging
 from voice_orchestrator.settings import OrchestratorSettings
+
+logger = logging.getLogger("deployments.stage")
+T = TypeVar("T")
 
 
 def current_request_id() -> str | None:
@@ -19,3 +28,23 @@ def current_request_id() -> str | None:
 
 def setup_replica(settings: OrchestratorSettings) -> None:
     configure_logging(log_transcripts=settings.log_transcripts, request_id_provider=current_request_id)
+
+
+async def served(stage: str, health: EngineHealth, work: Awaitable[T]) -> T:
+    """Await one stage call: count it for health, and log its outcome and duration under the request id."""
+    started = time.perf_counter()
+    try:
+        result = await health.track(work)
+    except Exception:
+        logger.exception(
+            "%s call failed",
+            stage,
+            extra={"stage": stage, "duration_ms": round((time.perf_counter() - started) * 1000.0, 1)},
+        )
+        raise
+    logger.info(
+        "%s call done",
+        stage,
+        extra={"stage": stage, "duration_ms": round((time.perf_counter() - started) * 1000.0, 1)},
+    )
+    return result

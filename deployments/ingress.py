@@ -262,6 +262,11 @@ STATUS_DOCS: dict[str, Any] = {
 }
 
 
+def _enum_name(value: object) -> str:
+    # serve.status() hands back Serve's str-enums in some fields and plain strings in others.
+    return str(getattr(value, "value", value))
+
+
 class StatusReporter:
     """Builds /status from serve.status() and a live ping of each stage; shares and caches the work."""
 
@@ -282,18 +287,20 @@ class StatusReporter:
             return services
 
     async def _observe(self) -> dict[str, ServiceStatus]:
-        app_name = serve.get_replica_context().app_name
         # serve.status() is ~50 ms of controller RPC: run it in a thread while the pings go out.
         status_call = asyncio.create_task(asyncio.to_thread(serve.status))
         pings = await asyncio.gather(*(self._ping(stage, handle) for stage, handle in self._stages.items()))
         serve_status = await status_call
-        application = serve_status.applications.get(app_name)
         services: dict[str, ServiceStatus] = {}
         for (stage, handle), (ping_ms, ping_error) in zip(self._stages.items(), pings, strict=True):
+            # The handle names its own application: a stage may be shared with another app.
+            application = serve_status.applications.get(handle.app_name)
             deployment = application.deployments.get(handle.deployment_name) if application else None
             observation = StageObservation(
-                deployment_state=deployment.status.value if deployment else None,
-                replica_states={state.value: count for state, count in deployment.replica_states.items()}
+                deployment_state=_enum_name(deployment.status) if deployment else None,
+                replica_states={
+                    _enum_name(state): count for state, count in deployment.replica_states.items()
+                }
                 if deployment
                 else {},
                 deployment_message=deployment.message if deployment else "",

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
-from deployments._replica import setup_replica
+from deployments._replica import served, setup_replica
 from voice_orchestrator.engines import create_llm_engine
 from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
@@ -30,7 +30,7 @@ class LanguageModel:
                 text="".join(deltas).strip(), language=request.language, completion_tokens=len(deltas)
             )
 
-        return await self._health.track(collect())
+        return await served("llm", self._health, collect())
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         """Text deltas as generated; call through `handle.options(stream=True)`."""

@@ -6,7 +6,7 @@ import asyncio
 
 from ray import serve
 
-from deployments._replica import setup_replica
+from deployments._replica import served, setup_replica
 from voice_orchestrator.engines import create_stt_engine
 from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.protocol import DecodedAudio, EngineInfo, Transcription
@@ -25,7 +25,9 @@ class SpeechToText:
         self._health.record_success()
 
     async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
-        return await self._health.track(asyncio.to_thread(self._engine.transcribe, audio.samples, language))
+        return await served(
+            "stt", self._health, asyncio.to_thread(self._engine.transcribe, audio.samples, language)
+        )
 
     async def info(self) -> EngineInfo:
         return self._engine.info

@@ -6,7 +6,7 @@ import asyncio
 
 from ray import serve
 
-from deployments._replica import setup_replica
+from deployments._replica import served, setup_replica
 from voice_orchestrator.engines import create_tts_engine
 from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.protocol import EngineInfo, SpeechAudio, SynthesisRequest
@@ -25,8 +25,8 @@ class TextToSpeech:
         self._health.record_success()
 
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
-        return await self._health.track(
-            asyncio.to_thread(self._engine.synthesize, request.text, request.language)
+        return await served(
+            "tts", self._health, asyncio.to_thread(self._engine.synthesize, request.text, request.language)
         )
 
     async def info(self) -> EngineInfo:

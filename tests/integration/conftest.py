@@ -13,7 +13,7 @@ from ray import serve
 from graph import build_app
 
 # Small limits so the tests can reach them cheaply; everything else is the default.
-TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024}
+TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024, "status_cache_seconds": 0.5}
 
 
 def _free_port() -> int:

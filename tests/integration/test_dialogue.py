@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import difflib
 import io
+import json
 import re
+import time
+import uuid
 import wave
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 import numpy as np
 import pytest
+import ray
 from ray import serve
 
 from tests.audio_factory import encode, tone
+from tests.integration.http import assert_error
+from tests.integration.http import post_dialogue as post
 from voice_orchestrator.audio import AudioLimits, decode_audio
-from voice_orchestrator.protocol import ErrorBody, Transcription
+from voice_orchestrator.protocol import Transcription
 from voice_orchestrator.text import is_japanese
 
 pytestmark = pytest.mark.integration
@@ -28,11 +35,6 @@ TIMING_HEADERS = (
     "X-Processing-Time-LLM",
     "X-Processing-Time-TTS",
 )
-
-
-def post(base_url: str, audio: bytes | None, **fields: str) -> httpx.Response:
-    files = {"audio": ("question.wav", audio, "application/octet-stream")} if audio is not None else None
-    return httpx.post(f"{base_url}{ROUTE}", files=files, data=fields or None, timeout=120)
 
 
 def wav_samples(body: bytes) -> tuple[np.ndarray, int]:
@@ -56,16 +58,6 @@ def similarity(a: str, b: str) -> float:
         return re.sub(r"[\W_]+", "", text.lower())
 
     return difflib.SequenceMatcher(None, norm(a), norm(b)).ratio()
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> ErrorBody:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = ErrorBody.model_validate(response.json())
-    assert body.error_code == code
-    assert body.request_id == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
-    return body
 
 
 @pytest.mark.parametrize("question", ["japanese_question", "english_question"])
@@ -164,7 +156,40 @@ def test_excess_concurrent_dialogues_get_429_and_the_rest_succeed(
     refused = [response for response in responses if response.status_code == 429]
     assert refused, statuses
     for response in refused:
-        body = assert_error(response, 429, "TOO_MANY_REQUESTS")
-        assert response.headers["Retry-After"] == str(body.retry_after)
+        assert_error(response, 429, "TOO_MANY_REQUESTS")
     # Still serving afterwards.
     assert post(base_url, english_question[0]).status_code == 200
+
+
+def test_one_request_can_be_followed_through_every_replica_log(
+    base_url: str, japanese_question: tuple[bytes, str]
+) -> None:
+    request_id = f"trace-{uuid.uuid4().hex}"
+    response = httpx.post(
+        f"{base_url}{ROUTE}",
+        files={"audio": ("q.wav", japanese_question[0])},
+        headers={"X-Request-ID": request_id},
+        timeout=120,
+    )
+    assert response.status_code == 200
+    node = ray._private.worker._global_node
+    assert node is not None
+    logs = Path(node.get_session_dir_path()) / "logs"
+    lines: list[dict[str, object]] = []
+    for _ in range(50):  # replicas write their stderr files asynchronously
+        lines = [
+            json.loads(line[line.index("{") :])
+            for path in logs.glob("worker-*.err")
+            for line in path.read_text(errors="replace").splitlines()
+            if request_id in line and "{" in line
+        ]
+        if {line.get("stage") for line in lines} >= {"stt", "llm", "tts"}:
+            break
+        time.sleep(0.1)
+    assert {line.get("stage") for line in lines} >= {"stt", "llm", "tts"}, lines
+    served = [line for line in lines if line["message"] == "dialogue served"]
+    assert len(served) == 1
+    assert served[0]["status_code"] == 200
+    # Transcripts are personal data: not logged unless log_transcripts is on.
+    assert all("input_text" not in line and "output_text" not in line for line in lines)
+    assert unquote(response.headers["X-Input-Text"]) not in json.dumps(lines, ensure_ascii=False)

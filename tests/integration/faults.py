@@ -1,0 +1,84 @@
+"""Fault injection for integration tests: a stand-in stage that fails or stalls, and helpers that deploy a
+second real Orchestrator wired to it (and to the main app's real stages) or kill a real replica.
+
+The Orchestrator under test is always the real ingress; only the broken stage is a stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import ray
+from ray import cloudpickle, serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.ingress import Orchestrator
+from graph import _deployment
+from voice_orchestrator.protocol import EngineInfo
+from voice_orchestrator.settings import OrchestratorSettings
+
+# Replicas cannot import the tests package: ship this module's classes by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
+
+STAGE_DEPLOYMENTS = {"stt": "SpeechToText", "llm": "LanguageModel", "tts": "TextToSpeech"}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.01}, max_ongoing_requests=1, max_queued_requests=1)
+class FaultyStage:
+    """Raises like a broken engine; with `stall_s`, first holds its only slot that long (a slow replica)."""
+
+    def __init__(self, stall_s: float = 0.0) -> None:
+        self._stall_s = stall_s
+
+    async def _fail(self) -> Any:
+        await asyncio.sleep(self._stall_s)
+        raise RuntimeError("injected engine failure")
+
+    async def transcribe(self, *_: Any) -> Any:
+        return await self._fail()
+
+    async def reply(self, *_: Any) -> Any:
+        return await self._fail()
+
+    async def synthesize(self, *_: Any) -> Any:
+        return await self._fail()
+
+    async def info(self) -> EngineInfo:
+        return EngineInfo(engine="fault-injection", model="none")
+
+
+def deploy_orchestrator(
+    name: str,
+    settings: OrchestratorSettings,
+    faulty_stage: str | None = None,
+    stall_s: float = 0.0,
+) -> str:
+    """A second real Orchestrator app at /<name>, reusing the main app's stages except `faulty_stage`."""
+    stages: dict[str, Any] = {
+        stage: serve.get_deployment_handle(deployment, app_name="voice")
+        for stage, deployment in STAGE_DEPLOYMENTS.items()
+    }
+    if faulty_stage is not None:
+        stages[faulty_stage] = _deployment(FaultyStage).bind(stall_s)
+    ingress = _deployment(Orchestrator).options(ray_actor_options={"num_cpus": 0.01})
+    serve.run(
+        ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings),
+        name=name,
+        route_prefix=f"/{name}",
+    )
+    return f"/{name}"
+
+
+def kill_replica(deployment: str, app: str = "voice") -> None:
+    """Kill one replica actor of a deployment, as a crash would; Serve must notice and replace it."""
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if f"{app}#{deployment}#" in actor["name"]:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            return
+    raise LookupError(f"no replica of {app}/{deployment}")
+
+
+def handle_of(stage: str) -> DeploymentHandle[Any]:
+    return serve.get_deployment_handle(STAGE_DEPLOYMENTS[stage], app_name="voice")

@@ -1,0 +1,125 @@
+"""/status, admission under overload, dead and failing stages, a full stage queue, and the API key."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from tests.integration.faults import deploy_orchestrator, kill_replica
+from tests.integration.http import assert_error, get_status, post_dialogue
+from voice_orchestrator.settings import OrchestratorSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_reports_every_stage_healthy(base_url: str) -> None:
+    code, report = get_status(base_url)
+    assert code == 200
+    assert report.status == "healthy"
+    assert set(report.services) == {"stt", "llm", "tts"}
+    engines = {stage: service.engine for stage, service in report.services.items()}
+    assert engines == {"stt": "faster-whisper", "llm": "llama-cpp", "tts": "embedded (kokoro + piper)"}
+    for service in report.services.values():
+        assert service.status == "healthy"
+        assert (service.replicas.running, service.replicas.target) == (1, 1)
+        assert service.latency_ms is not None
+        assert service.latency_ms > 0
+    assert report.max_concurrent_dialogues == 2
+    assert report.version
+
+
+def test_overload_gets_200_or_429_and_status_keeps_answering(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    clip = english_question[0]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        dialogues = [pool.submit(post_dialogue, base_url, clip) for _ in range(12)]
+        time.sleep(0.5)
+        statuses = [get_status(base_url) for _ in range(3)]  # while every dialogue slot is taken
+        responses = [future.result(timeout=300) for future in dialogues]
+    codes = [response.status_code for response in responses]
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) >= 2
+    for response in responses:
+        if response.status_code == 429:
+            assert_error(response, 429, "TOO_MANY_REQUESTS")
+    for code, report in statuses:
+        assert code == 200
+        assert report.status in {"healthy", "degraded"}  # a busy stage may ping slowly
+    assert max(report.active_dialogues for _, report in statuses) >= 1
+
+
+@pytest.mark.parametrize(
+    ("stage", "code"),
+    [
+        ("stt", "STT_SERVICE_UNAVAILABLE"),
+        ("llm", "LLM_SERVICE_UNAVAILABLE"),
+        ("tts", "TTS_SERVICE_UNAVAILABLE"),
+    ],
+)
+def test_a_stage_whose_engine_raises_gives_its_503(
+    base_url: str, english_question: tuple[bytes, str], stage: str, code: str
+) -> None:
+    prefix = deploy_orchestrator(f"faulty-{stage}", OrchestratorSettings(), faulty_stage=stage)
+    body = assert_error(post_dialogue(base_url + prefix, english_question[0]), 503, code)
+    assert body.details == {"stage": stage}
+    assert "injected" not in body.message  # the engine's own words stay in the logs
+
+
+def test_a_full_stage_queue_gives_429_not_500(base_url: str, english_question: tuple[bytes, str]) -> None:
+    # A stalled STT with one slot and a one-deep queue, behind an ingress that admits 20 dialogues.
+    settings = OrchestratorSettings(max_concurrent_dialogues=20)
+    prefix = deploy_orchestrator("full-queue", settings, faulty_stage="stt", stall_s=3.0)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(lambda _: post_dialogue(base_url + prefix, english_question[0]), range(6)))
+    codes = sorted(response.status_code for response in responses)
+    assert set(codes) <= {429, 503}, codes
+    queue_full = [response for response in responses if response.status_code == 429]
+    assert queue_full, codes
+    for response in queue_full:
+        assert assert_error(response, 429, "TOO_MANY_REQUESTS").details == {"stage": "stt"}
+
+
+def test_api_key_guards_the_routes_when_set(base_url: str, english_question: tuple[bytes, str]) -> None:
+    prefix = deploy_orchestrator("keyed", OrchestratorSettings(api_key=SecretStr("s3cret")))
+    url = base_url + prefix
+    assert_error(post_dialogue(url, english_question[0]), 401, "UNAUTHORIZED")
+    assert_error(
+        post_dialogue(url, english_question[0], {"Authorization": "Bearer wrong"}), 401, "UNAUTHORIZED"
+    )
+    assert_error(httpx.get(f"{url}/api/orchestrator/status", timeout=30), 401, "UNAUTHORIZED")
+    good = {"Authorization": "Bearer s3cret"}
+    assert post_dialogue(url, english_question[0], good).status_code == 200
+    assert get_status(url, good)[0] == 200
+
+
+def test_killed_replica_fails_fast_or_succeeds_and_status_follows_recovery(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    seen: list[str] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        in_flight = [pool.submit(post_dialogue, base_url, english_question[0]) for _ in range(2)]
+        time.sleep(1.0)  # both are in speech recognition; the synthesiser is about to be needed
+        kill_replica("TextToSpeech")
+        # Watch /status from the moment of the crash until the stage is back and the dialogues are done.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            code, report = get_status(base_url)
+            seen.append(report.services["tts"].status)
+            assert (code == 503) == (report.status == "unhealthy")
+            assert report.services["stt"].status != "unhealthy"  # only the killed stage is down
+            impaired_before = any(state != "healthy" for state in seen)
+            if impaired_before and seen[-1] == "healthy" and all(future.done() for future in in_flight):
+                break
+            time.sleep(0.2)
+        responses = [future.result(timeout=60) for future in in_flight]
+    for response in responses:
+        if response.status_code != 200:
+            assert_error(response, 503, "TTS_SERVICE_UNAVAILABLE")
+    assert any(state in {"degraded", "unhealthy"} for state in seen), seen
+    assert seen[-1] == "healthy", seen
+    assert post_dialogue(base_url, english_question[0]).status_code == 200
