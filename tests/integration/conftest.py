@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterator
 
@@ -17,9 +18,16 @@ TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024,
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
+    # free now could be handed to another socket before Serve's proxy binds it.
+    for port in random.sample(range(20_000, 30_000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 @pytest.fixture(scope="session")
