@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ray import serve
 
 from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.logs import configure_logging
+from voice_orchestrator.metrics import STAGE_LATENCY, Meter, language_tag
 from voice_orchestrator.settings import OrchestratorSettings
 
 logger = logging.getLogger("deployments.stage")
@@ -30,8 +31,17 @@ def setup_replica(settings: OrchestratorSettings) -> None:
     configure_logging(log_transcripts=settings.log_transcripts, request_id_provider=current_request_id)
 
 
-async def served(stage: str, health: EngineHealth, work: Awaitable[T]) -> T:
-    """Await one stage call: count it for health, and log its outcome and duration under the request id."""
+async def served(
+    stage: str,
+    health: EngineHealth,
+    work: Awaitable[T],
+    *,
+    meter: Meter,
+    engine: str,
+    language: Callable[[T], str | None],
+) -> T:
+    """Await one stage call: count it for health, record its latency, and log its outcome and duration
+    under the request id. `language` reads the language tag off the result (STT only learns it then)."""
     started = time.perf_counter()
     try:
         result = await health.track(work)
@@ -42,9 +52,11 @@ async def served(stage: str, health: EngineHealth, work: Awaitable[T]) -> T:
             extra={"stage": stage, "duration_ms": round((time.perf_counter() - started) * 1000.0, 1)},
         )
         raise
-    logger.info(
-        "%s call done",
-        stage,
-        extra={"stage": stage, "duration_ms": round((time.perf_counter() - started) * 1000.0, 1)},
+    duration_ms = (time.perf_counter() - started) * 1000.0
+    meter.record(
+        STAGE_LATENCY,
+        duration_ms,
+        {"stage": stage, "engine": engine, "language": language_tag(language(result))},
     )
+    logger.info("%s call done", stage, extra={"stage": stage, "duration_ms": round(duration_ms, 1)})
     return result

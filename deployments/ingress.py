@@ -19,10 +19,21 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 
+from deployments._metrics import ServeMeter
 from deployments._replica import setup_replica
 from voice_orchestrator import __version__
 from voice_orchestrator.audio import encode_wav_pcm16
 from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.metrics import (
+    DIALOGUE_LATENCY,
+    DIALOGUES,
+    DIALOGUES_IN_FLIGHT,
+    DIALOGUES_LIMIT,
+    TIME_TO_FIRST_AUDIO,
+    Meter,
+    language_tag,
+    outcome_of,
+)
 from voice_orchestrator.pipeline import DialoguePipeline, DialogueSlots
 from voice_orchestrator.protocol import (
     DecodedAudio,
@@ -347,6 +358,9 @@ class Orchestrator:
         self._slots = DialogueSlots(settings.max_concurrent_dialogues, retry)
         self._status = StatusReporter({"stt": stt, "llm": llm, "tts": tts}, settings)
         self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self._meter: Meter = ServeMeter()
+        self._meter.record(DIALOGUES_LIMIT, float(self._slots.limit))
+        self._meter.record(DIALOGUES_IN_FLIGHT, 0.0)
 
     def _authorize(self, request: Request) -> None:
         if self._api_key is None:
@@ -380,30 +394,55 @@ class Orchestrator:
         try:
             self._authorize(request)
             self._slots.acquire()  # refuse at once when full, before reading a byte of the body
+            self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
             try:
                 result = await self._dialogue(request, request_id)
             finally:
                 self._slots.release()
+                self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
+            body = await asyncio.to_thread(encode_wav_pcm16, result.speech.samples, result.speech.sample_rate)
         except OrchestratorError as error:
-            logger.log(
-                logging.WARNING if error.http_status < 500 else logging.ERROR,
-                "dialogue refused: %s",
-                error.message,
-                extra={
-                    "request_id": request_id,
-                    "error_code": error.code.value,
-                    "status_code": error.http_status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
-                },
+            return self._refuse(error, request_id, started)
+        except Exception:
+            # Counted and answered here like every other outcome; the traceback goes to the log only.
+            logger.exception(
+                "dialogue failed",
+                extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
             )
-            return error_response(error, request_id)
+            internal = OrchestratorError(OrchestratorErrorCode.INTERNAL_ERROR, "An internal error occurred.")
+            return self._refuse(internal, request_id, started)
         meta = result.metadata
-        logger.info(
-            "dialogue served",
-            extra={"status_code": 200, **meta.model_dump()},
-        )
-        body = await asyncio.to_thread(encode_wav_pcm16, result.speech.samples, result.speech.sample_rate)
+        logger.info("dialogue served", extra={"status_code": 200, **meta.model_dump()})
+        tags = {"language": language_tag(meta.input_language), "mode": "full"}
+        self._meter.record(DIALOGUE_LATENCY, meta.total_ms, tags)
+        # Without streaming the first audio byte leaves with the whole reply.
+        self._meter.record(TIME_TO_FIRST_AUDIO, (time.perf_counter() - started) * 1000.0, tags)
+        self._meter.record(DIALOGUES, 1.0, {**tags, "outcome": "served", "error_code": "none"})
         return Response(content=body, media_type="audio/wav", headers=dialogue_headers(result))
+
+    def _refuse(self, error: OrchestratorError, request_id: str, started: float) -> JSONResponse:
+        logger.log(
+            logging.WARNING if error.http_status < 500 else logging.ERROR,
+            "dialogue refused: %s",
+            error.message,
+            extra={
+                "request_id": request_id,
+                "error_code": error.code.value,
+                "status_code": error.http_status,
+                "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
+            },
+        )
+        self._meter.record(
+            DIALOGUES,
+            1.0,
+            {
+                "outcome": outcome_of(error.code),
+                "error_code": error.code.value,
+                "language": "unknown",
+                "mode": "full",
+            },
+        )
+        return error_response(error, request_id)
 
     async def _dialogue(self, request: Request, request_id: str) -> DialogueResult:
         form = await read_form(request, self._settings.max_upload_bytes)

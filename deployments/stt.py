@@ -6,9 +6,11 @@ import asyncio
 
 from ray import serve
 
+from deployments._metrics import ServeMeter
 from deployments._replica import served, setup_replica
 from voice_orchestrator.engines import create_stt_engine
 from voice_orchestrator.health import EngineHealth
+from voice_orchestrator.metrics import INPUT_AUDIO, language_tag
 from voice_orchestrator.protocol import DecodedAudio, EngineInfo, Transcription
 from voice_orchestrator.settings import OrchestratorSettings
 
@@ -21,13 +23,26 @@ class SpeechToText:
         self._health = EngineHealth(
             lambda: asyncio.to_thread(self._engine.probe), settings.health_probe_interval_seconds
         )
+        self._meter = ServeMeter()
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
     async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
-        return await served(
-            "stt", self._health, asyncio.to_thread(self._engine.transcribe, audio.samples, language)
+        engine = self._engine.info.engine
+        transcription = await served(
+            "stt",
+            self._health,
+            asyncio.to_thread(self._engine.transcribe, audio.samples, language),
+            meter=self._meter,
+            engine=engine,
+            language=lambda result: result.language,
         )
+        self._meter.record(
+            INPUT_AUDIO,
+            audio.duration_s,
+            {"engine": engine, "language": language_tag(transcription.language)},
+        )
+        return transcription
 
     async def info(self) -> EngineInfo:
         return self._engine.info

@@ -6,9 +6,11 @@ import asyncio
 
 from ray import serve
 
+from deployments._metrics import ServeMeter
 from deployments._replica import served, setup_replica
 from voice_orchestrator.engines import create_tts_engine
 from voice_orchestrator.health import EngineHealth
+from voice_orchestrator.metrics import OUTPUT_AUDIO, language_tag
 from voice_orchestrator.protocol import EngineInfo, SpeechAudio, SynthesisRequest
 from voice_orchestrator.settings import OrchestratorSettings
 
@@ -21,13 +23,24 @@ class TextToSpeech:
         self._health = EngineHealth(
             lambda: asyncio.to_thread(self._engine.probe), settings.health_probe_interval_seconds
         )
+        self._meter = ServeMeter()
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
-        return await served(
-            "tts", self._health, asyncio.to_thread(self._engine.synthesize, request.text, request.language)
+        engine = self._engine.info.engine
+        speech = await served(
+            "tts",
+            self._health,
+            asyncio.to_thread(self._engine.synthesize, request.text, request.language),
+            meter=self._meter,
+            engine=engine,
+            language=lambda _: request.language,
         )
+        self._meter.record(
+            OUTPUT_AUDIO, speech.duration_s, {"engine": engine, "language": language_tag(request.language)}
+        )
+        return speech
 
     async def info(self) -> EngineInfo:
         return self._engine.info

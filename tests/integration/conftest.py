@@ -17,30 +17,46 @@ from graph import build_app
 TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024, "status_cache_seconds": 0.5}
 
 
-def _free_port() -> int:
+def _free_ports(count: int) -> list[int]:
     # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
     # free now could be handed to another socket before Serve's proxy binds it.
+    ports: list[int] = []
     for port in random.sample(range(20_000, 30_000), 200):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports in 20000-29999")
 
 
 @pytest.fixture(scope="session")
-def base_url() -> Iterator[str]:
-    port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def cluster_ports() -> tuple[int, int]:
+    """(Serve's HTTP port, Ray's Prometheus metrics port)."""
+    http_port, metrics_port = _free_ports(2)
+    return http_port, metrics_port
+
+
+@pytest.fixture(scope="session")
+def base_url(cluster_ports: tuple[int, int]) -> Iterator[str]:
+    http_port, metrics_port = cluster_ports
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
         serve.run(build_app(TEST_ARGS), name="voice", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{http_port}"
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(base_url: str, cluster_ports: tuple[int, int]) -> str:
+    """Ray's Prometheus endpoint for this node: Serve's metrics and ours."""
+    return f"http://127.0.0.1:{cluster_ports[1]}/metrics"
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def test_status_reports_every_stage_healthy(base_url: str) -> None:
     assert report.status == "healthy"
     assert set(report.services) == {"stt", "llm", "tts"}
     engines = {stage: service.engine for stage, service in report.services.items()}
-    assert engines == {"stt": "faster-whisper", "llm": "llama-cpp", "tts": "embedded (kokoro + piper)"}
+    assert engines == {"stt": "faster-whisper", "llm": "llama-cpp", "tts": "embedded"}
     for service in report.services.values():
         assert service.status == "healthy"
         assert (service.replicas.running, service.replicas.target) == (1, 1)

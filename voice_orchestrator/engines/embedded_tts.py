@@ -84,7 +84,7 @@ class EmbeddedSpeechEngine:
         self._lock = threading.Lock()
         logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
         self.info = EngineInfo(
-            engine="embedded (kokoro + piper)",
+            engine="embedded",
             model=f"kokoro-82M int8 ({settings.japanese_voice}) + {self._other.name}",
         )
 
