@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: install the GPU profile into a fresh venv, serve it, run a Japanese and an
-# English dialogue and /status, then the latency benchmark at 1, 8 and 32 concurrent clients. Prints the numbers.
+# English dialogue and /status, then stage latencies, time to first audio (streaming) and throughput at 1, 8 and
+# 32 concurrent clients. Prints the numbers.
 #   bash bench/gpu_check.sh            (needs network for pip and the first model downloads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,6 @@ for name, clip in (("ja", japanese_clip()), ("en", english_clip())):
 PY
 
 "$VENV/bin/python" -m bench.bench_dialogue --url "http://127.0.0.1:$PORT" --requests 10
+"$VENV/bin/python" -m bench.bench_stream --url "http://127.0.0.1:$PORT" --requests 10   # time to first audio
 "$VENV/bin/python" -m bench.bench_overload --url "http://127.0.0.1:$PORT" --limit 32 --sweep 1 8 32 \
   --step-seconds 30 --soak-seconds 60

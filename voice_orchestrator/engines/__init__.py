@@ -41,8 +41,9 @@ class LanguageModelEngine(Protocol):
 class TextToSpeechEngine(Protocol):
     info: EngineInfo
 
-    def synthesize(self, text: str, language: str) -> SpeechAudio:
-        """Blocking: text -> mono float32 speech at the voice's own sample rate."""
+    def synthesize(self, text: str, language: str, voice: str | None = None) -> SpeechAudio:
+        """Blocking: text -> mono float32 speech at the voice's own sample rate; `voice` None = configured.
+        An unknown `voice` raises OrchestratorError(INVALID_REQUEST)."""
         ...
 
     def probe(self) -> None:
@@ -77,6 +78,10 @@ def create_llm_engine(settings: LanguageModelSettings, cache_dir: Path) -> Langu
 
 
 def create_tts_engine(settings: TextToSpeechSettings, cache_dir: Path) -> TextToSpeechEngine:
+    if settings.engine == "coqui":
+        from voice_orchestrator.engines.coqui import CoquiSpeechEngine
+
+        return CoquiSpeechEngine(settings, cache_dir)
     from voice_orchestrator.engines.embedded_tts import EmbeddedSpeechEngine
 
     return EmbeddedSpeechEngine(settings, cache_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from voice_orchestrator.engines.assets import packaged_kokoro_ja
+from voice_orchestrator.errors import unknown_voice
 from voice_orchestrator.protocol import EngineInfo, SpeechAudio
 from voice_orchestrator.settings import TextToSpeechSettings
 from voice_orchestrator.text import is_japanese
@@ -39,10 +40,15 @@ class KokoroJapaneseVoice:
         self.speed = speed
         self.name = f"kokoro:{voice}"
 
-    def synthesize(self, text: str) -> SpeechAudio:
-        samples, rate = self._module.synthesize(text, voice=self.voice, speed=self.speed)
+    @property
+    def voices(self) -> list[str]:
+        return list(self._module.VOICES)
+
+    def synthesize(self, text: str, voice: str | None = None) -> SpeechAudio:
+        chosen = voice or self.voice
+        samples, rate = self._module.synthesize(text, voice=chosen, speed=self.speed)
         return SpeechAudio(
-            samples=np.asarray(samples, dtype=np.float32), sample_rate=int(rate), voice=self.name
+            samples=np.asarray(samples, dtype=np.float32), sample_rate=int(rate), voice=f"kokoro:{chosen}"
         )
 
 
@@ -88,12 +94,17 @@ class EmbeddedSpeechEngine:
             model=f"kokoro-82M int8 ({settings.japanese_voice}) + {self._other.name}",
         )
 
-    def synthesize(self, text: str, language: str) -> SpeechAudio:
-        voice: KokoroJapaneseVoice | PiperVoice = self._japanese if is_japanese(text) else self._other
+    def synthesize(self, text: str, language: str, voice: str | None = None) -> SpeechAudio:
+        """`voice` picks a Kokoro voice (jf_alpha, jm_kumo, ...) for Japanese text; Piper has one voice."""
+        if voice is not None and voice not in self._japanese.voices:
+            raise unknown_voice(voice, self._japanese.voices)
         with self._lock:
-            speech = voice.synthesize(text)
+            if is_japanese(text):
+                speech = self._japanese.synthesize(text, voice)
+            else:
+                speech = self._other.synthesize(text)
         if speech.samples.size == 0:
-            raise ValueError(f"{voice.name} produced no audio for {len(text)} characters of text")
+            raise ValueError(f"{speech.voice} produced no audio for {len(text)} characters of text")
         return speech
 
     def probe(self) -> None:

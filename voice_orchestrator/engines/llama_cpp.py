@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voice_orchestrator.engines.assets import packaged_gemma_270m
-from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, SYSTEM_PROMPT, few_shot_prompt
+from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt
 from voice_orchestrator.protocol import EngineInfo, ReplyRequest
 from voice_orchestrator.settings import LanguageModelSettings
 
@@ -79,10 +79,7 @@ class LlamaCppEngine:
             "stream": True,
         }
         if self._chat:
-            messages: Any = [
-                {"role": "system", "content": SYSTEM_PROMPT.format(language=request.language)},
-                {"role": "user", "content": request.text},
-            ]
+            messages: Any = chat_messages(request)
             chat_chunks: Any = self._llm.create_chat_completion(messages=messages, **common)
             for chunk in chat_chunks:
                 if cancelled.is_set():
