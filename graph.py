@@ -1,4 +1,4 @@
-"""The application graph: three model deployments composed by the FastAPI ingress.
+"""The application graph: three model deployments and the session memory, composed by the FastAPI ingress.
 
 `serve run serve_config.yaml` calls `build_app` with the YAML's `args`; environment variables with the
 `VOICE_` prefix override them (see voice_orchestrator.settings). `app` is the same graph with defaults,
@@ -11,6 +11,7 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
+from deployments.conversations import Conversations
 from deployments.ingress import Orchestrator
 from deployments.llm import LanguageModel
 from deployments.stt import SpeechToText
@@ -32,6 +33,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         _deployment(LanguageModel).bind(settings),
         _deployment(TextToSpeech).bind(settings),
         settings,
+        _deployment(Conversations).bind(settings),
     )
 
 

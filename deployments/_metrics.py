@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from voice_orchestrator.metrics import MetricSpec
+from voice_orchestrator.metrics import Meter, MetricSpec
 
 
 class ServeMeter:
@@ -44,3 +45,20 @@ class ServeMeter:
             metric.set(value, tags=tag_values)
         else:
             metric.observe(value, tags=tag_values)
+
+
+def keep_gauges_fresh(
+    meter: Meter, readings: Callable[[], list[tuple[MetricSpec, float]]], interval_s: float = 5.0
+) -> threading.Event:
+    """Re-record gauges every `interval_s`: Ray stops exporting a gauge that was not set lately, so a value
+    set once (a limit) or only on change (in flight, during a quiet hour) would vanish from Prometheus.
+    Returns the event that stops the daemon thread."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(interval_s):
+            for spec, value in readings():
+                meter.record(spec, value)
+
+    threading.Thread(target=refresh, name="gauge-refresher", daemon=True).start()
+    return stop

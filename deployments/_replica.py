@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from ray import serve
 
+from voice_orchestrator.errors import OrchestratorError
 from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.logs import configure_logging
 from voice_orchestrator.metrics import STAGE_LATENCY, Meter, language_tag
@@ -45,6 +46,9 @@ async def served(
     started = time.perf_counter()
     try:
         result = await health.track(work)
+    except OrchestratorError as error:  # the request's fault: no traceback, the ingress answers 4xx
+        logger.warning("%s call refused: %s", stage, error.message, extra={"stage": stage})
+        raise
     except Exception:
         logger.exception(
             "%s call failed",

@@ -5,21 +5,25 @@ No `from __future__ import annotations` here: FastAPI must see real annotations 
 """
 
 import asyncio
+import base64
 import hmac
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 
-from deployments._metrics import ServeMeter
+from deployments._metrics import ServeMeter, keep_gauges_fresh
 from deployments._replica import setup_replica
 from voice_orchestrator import __version__
 from voice_orchestrator.audio import encode_wav_pcm16
@@ -31,10 +35,11 @@ from voice_orchestrator.metrics import (
     DIALOGUES_LIMIT,
     TIME_TO_FIRST_AUDIO,
     Meter,
+    MetricSpec,
     language_tag,
     outcome_of,
 )
-from voice_orchestrator.pipeline import DialoguePipeline, DialogueSlots
+from voice_orchestrator.pipeline import DialoguePipeline, DialogueSlots, StreamItem, normalize_session_id
 from voice_orchestrator.protocol import (
     DecodedAudio,
     DialogueResult,
@@ -44,9 +49,15 @@ from voice_orchestrator.protocol import (
     ReplyRequest,
     ServiceStatus,
     SpeechAudio,
+    SpokenSentence,
     StatusResponse,
+    StreamAudioEvent,
+    StreamDoneEvent,
+    StreamErrorEvent,
+    StreamTranscriptEvent,
     SynthesisRequest,
     Transcription,
+    Turn,
 )
 from voice_orchestrator.settings import OrchestratorSettings
 from voice_orchestrator.status import StageObservation, assess_stage, overall_health
@@ -55,7 +66,10 @@ from voice_orchestrator.text import header_text
 logger = logging.getLogger("deployments.ingress")
 
 DIALOGUE_ROUTE = "/api/orchestrator/dialogue"
+STREAM_ROUTE = "/api/orchestrator/dialogue/stream"
+SESSION_ROUTE = "/api/orchestrator/sessions/{session_id}"
 STATUS_ROUTE = "/api/orchestrator/status"
+PAGE = resources.files("voice_orchestrator") / "web" / "index.html"
 
 app = FastAPI(
     title="Voice dialogue orchestrator",
@@ -80,12 +94,19 @@ class _StageClient:
             response.cancel()
             raise
         except BackPressureError:
+            raise self._queue_full() from None
+        except OrchestratorError as error:  # the stage refused the request (e.g. an unknown voice)
             raise OrchestratorError(
-                OrchestratorErrorCode.TOO_MANY_REQUESTS,
-                f"The {self._stage.upper()} service's queue is full; retry shortly.",
-                details={"stage": self._stage},
-                retry_after=self._retry_after,
+                error.code, error.message, details=error.details, retry_after=error.retry_after
             ) from None
+
+    def _queue_full(self) -> OrchestratorError:
+        return OrchestratorError(
+            OrchestratorErrorCode.TOO_MANY_REQUESTS,
+            f"The {self._stage.upper()} service's queue is full; retry shortly.",
+            details={"stage": self._stage},
+            retry_after=self._retry_after,
+        )
 
 
 class _SpeechToTextClient(_StageClient):
@@ -99,11 +120,52 @@ class _LanguageModelClient(_StageClient):
         result: Reply = await self._call("reply", request)
         return result
 
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        deltas: Any = self._handle.options(stream=True).stream.remote(request)
+        finished = False
+        try:
+            async for delta in deltas:
+                yield delta
+            finished = True
+        except BackPressureError:
+            raise self._queue_full() from None
+        finally:
+            if not finished:  # the client left, a timeout fired or TTS failed: stop generating
+                deltas.cancel()
+
 
 class _TextToSpeechClient(_StageClient):
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
         result: SpeechAudio = await self._call("synthesize", request)
         return result
+
+
+class _ConversationsClient:
+    """The shared session memory; a slow or missing store must not hold a dialogue up for long."""
+
+    def __init__(self, handle: DeploymentHandle[Any], timeout: float) -> None:
+        self._handle = handle
+        self._timeout = timeout
+
+    async def history(self, session_id: str) -> list[Turn]:
+        turns: list[Turn] = await asyncio.wait_for(self._handle.history.remote(session_id), self._timeout)
+        return turns
+
+    async def remember(self, session_id: str, turn: Turn) -> None:
+        await asyncio.wait_for(self._handle.remember.remote(session_id, turn), self._timeout)
+
+    async def forget(self, session_id: str) -> bool:
+        deleted: bool = await asyncio.wait_for(self._handle.forget.remote(session_id), self._timeout)
+        return deleted
+
+
+class SessionDeleted(BaseModel):
+    session_id: str
+    deleted: bool
+
+
+def ndjson_line(event: BaseModel) -> bytes:
+    return (event.model_dump_json() + "\n").encode()
 
 
 def request_id_of(request: Request) -> str:
@@ -256,12 +318,60 @@ DIALOGUE_DOCS: dict[str, Any] = {
                                 "type": "string",
                                 "description": "Whisper language code (ja, en, ...); absent/'auto' = detect",
                             },
+                            "session_id": {
+                                "type": "string",
+                                "description": "Keeps the conversation's last turns as context (also the "
+                                "X-Session-ID header); absent = stateless",
+                            },
+                            "voice": {
+                                "type": "string",
+                                "description": "A voice of the TTS engine (Kokoro: jf_alpha, jm_kumo, ...; "
+                                "Coqui: a speaker name); absent = the configured voice",
+                            },
                         },
                     }
                 }
             },
         }
     },
+}
+DIALOGUE_DOCS["responses"][200]["headers"]["X-Session-ID"] = {"schema": {"type": "string"}}
+STREAM_DOCS: dict[str, Any] = {
+    "summary": "Answer a spoken question with speech, sentence by sentence as it is produced",
+    "description": "Same input and errors (before the first byte) as the dialogue route. The body is NDJSON: "
+    "a `transcript` event, one `audio` event per sentence (base64 PCM16 mono WAV, playable on its own), then "
+    "`done` with the timings, or `error` (the error body's fields) when a stage fails mid-stream.",
+    "response_class": StreamingResponse,
+    "responses": {
+        200: {
+            "description": "NDJSON events: transcript, audio..., done | error",
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/StreamTranscriptEvent"},
+                            {"$ref": "#/components/schemas/StreamAudioEvent"},
+                            {"$ref": "#/components/schemas/StreamDoneEvent"},
+                            {"$ref": "#/components/schemas/StreamErrorEvent"},
+                        ]
+                    }
+                }
+            },
+            "headers": {
+                "X-Input-Text": _TEXT_HEADER,
+                "X-Input-Language": {"schema": {"type": "string"}},
+                "X-Session-ID": {"schema": {"type": "string"}},
+                "X-Request-ID": {"schema": {"type": "string"}},
+            },
+        },
+        **_error_responses(*OrchestratorErrorCode),
+    },
+    "openapi_extra": DIALOGUE_DOCS["openapi_extra"],
+}
+SESSION_DOCS: dict[str, Any] = {
+    "summary": "Forget a conversation",
+    "response_model": SessionDeleted,
+    "responses": _error_responses(OrchestratorErrorCode.INVALID_REQUEST, OrchestratorErrorCode.UNAUTHORIZED),
 }
 STATUS_DOCS: dict[str, Any] = {
     "summary": "Health of every stage",
@@ -345,22 +455,35 @@ class Orchestrator:
         llm: DeploymentHandle[Any],
         tts: DeploymentHandle[Any],
         settings: OrchestratorSettings,
+        conversations: DeploymentHandle[Any] | None = None,
     ) -> None:
         setup_replica(settings)
         retry = settings.retry_after_seconds
         self._settings = settings
+        # A session lookup is a dictionary read: bound it like a status ping.
+        timeout = settings.status_ping_timeout_seconds
+        self._conversations = _ConversationsClient(conversations, timeout) if conversations else None
         self._pipeline = DialoguePipeline(
             _SpeechToTextClient(stt, "stt", retry),
             _LanguageModelClient(llm, "llm", retry),
             _TextToSpeechClient(tts, "tts", retry),
             settings,
+            self._conversations,
         )
         self._slots = DialogueSlots(settings.max_concurrent_dialogues, retry)
         self._status = StatusReporter({"stt": stt, "llm": llm, "tts": tts}, settings)
         self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self._page = PAGE.read_text(encoding="utf-8") if PAGE.is_file() else "<h1>voice-orchestrator</h1>"
         self._meter: Meter = ServeMeter()
-        self._meter.record(DIALOGUES_LIMIT, float(self._slots.limit))
-        self._meter.record(DIALOGUES_IN_FLIGHT, 0.0)
+        self._stop_gauges = keep_gauges_fresh(self._meter, self._gauges)
+        for spec, value in self._gauges():
+            self._meter.record(spec, value)
+
+    def _gauges(self) -> list[tuple[MetricSpec, float]]:
+        return [(DIALOGUES_LIMIT, float(self._slots.limit)), (DIALOGUES_IN_FLIGHT, float(self._slots.active))]
+
+    def __del__(self) -> None:
+        self._stop_gauges.set()
 
     def _authorize(self, request: Request) -> None:
         if self._api_key is None:
@@ -371,6 +494,11 @@ class Orchestrator:
                 OrchestratorErrorCode.UNAUTHORIZED,
                 "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
             )
+
+    @app.get("/", include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        """The push-to-talk browser client (its API key, if any, is typed in by the user)."""
+        return HTMLResponse(self._page)
 
     @app.get(STATUS_ROUTE, **STATUS_DOCS)
     async def status(self, request: Request) -> JSONResponse:
@@ -392,35 +520,155 @@ class Orchestrator:
         request_id = request_id_of(request)
         started = time.perf_counter()
         try:
-            self._authorize(request)
-            self._slots.acquire()  # refuse at once when full, before reading a byte of the body
-            self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
+            self._admit(request)
             try:
-                result = await self._dialogue(request, request_id)
+                upload, language, session_id, voice = await self._read_question(request)
+                result = await self._pipeline.run(upload, language, request_id, session_id, voice)
             finally:
-                self._slots.release()
-                self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
+                self._leave()
             body = await asyncio.to_thread(encode_wav_pcm16, result.speech.samples, result.speech.sample_rate)
-        except OrchestratorError as error:
-            return self._refuse(error, request_id, started)
-        except Exception:
-            # Counted and answered here like every other outcome; the traceback goes to the log only.
-            logger.exception(
+        except Exception as error:
+            return self._refuse(error, request_id, started, "full")
+        meta = result.metadata
+        logger.info("dialogue served", extra={"status_code": 200, "mode": "full", **meta.model_dump()})
+        # Without streaming the first audio byte leaves with the whole reply.
+        self._served(meta.input_language, "full", meta.total_ms, (time.perf_counter() - started) * 1000.0)
+        headers = dialogue_headers(result)
+        if session_id:
+            headers["X-Session-ID"] = session_id
+        return Response(content=body, media_type="audio/wav", headers=headers)
+
+    @app.post(STREAM_ROUTE, **STREAM_DOCS)
+    async def dialogue_stream(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        started = time.perf_counter()
+        try:
+            self._admit(request)
+        except Exception as error:
+            return self._refuse(error, request_id, started, "stream")
+        events = self._stream_items(request, request_id)
+        try:
+            # Decode and STT happen before the first byte, so their errors keep the JSON contract.
+            first = await anext(events)
+        except Exception as error:
+            return self._refuse(error, request_id, started, "stream")
+        assert isinstance(first, StreamTranscriptEvent)
+        headers = {
+            "X-Input-Text": header_text(first.text),
+            "X-Input-Language": first.language,
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # proxies must pass each event on at once
+        }
+        if first.session_id:
+            headers["X-Session-ID"] = first.session_id
+        return StreamingResponse(
+            self._ndjson(first, events, request_id, started),
+            media_type="application/x-ndjson",
+            headers=headers,
+        )
+
+    @app.delete(SESSION_ROUTE, **SESSION_DOCS)
+    async def forget_session(self, session_id: str, request: Request) -> JSONResponse:
+        self._authorize(request)
+        checked = normalize_session_id(session_id)
+        if checked is None:
+            raise OrchestratorError(OrchestratorErrorCode.INVALID_REQUEST, "session_id is empty.")
+        deleted = await self._conversations.forget(checked) if self._conversations else False
+        return JSONResponse(SessionDeleted(session_id=checked, deleted=deleted).model_dump())
+
+    def _admit(self, request: Request) -> None:
+        self._authorize(request)
+        self._slots.acquire()  # refuse at once when full, before reading a byte of the body
+        self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
+
+    def _leave(self) -> None:
+        self._slots.release()
+        self._meter.record(DIALOGUES_IN_FLIGHT, float(self._slots.active))
+
+    async def _read_question(self, request: Request) -> tuple[bytes, str | None, str | None, str | None]:
+        """The upload, the `language` field, the session id (form field or X-Session-ID header), the voice."""
+        form = await read_form(request, self._settings.max_upload_bytes)
+        upload = form.get("audio")
+        if not isinstance(upload, UploadFile):
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+                "The request has no file field named 'audio'.",
+                details={"field": "audio"},
+            )
+        language = form.get("language")
+        session = form.get("session_id")
+        session_id = normalize_session_id(
+            session if isinstance(session, str) else request.headers.get("x-session-id")
+        )
+        voice = form.get("voice")
+        voice = voice.strip() if isinstance(voice, str) and voice.strip() else None
+        if voice is not None and len(voice) > 64:
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_REQUEST, "voice is too long.", details={"field": "voice"}
+            )
+        text_language = language if isinstance(language, str) else None
+        return await upload.read(), text_language, session_id, voice
+
+    async def _stream_items(self, request: Request, request_id: str) -> AsyncIterator[StreamItem]:
+        """The pipeline's stream; the dialogue slot is held until it ends, however it ends."""
+        try:
+            upload, language, session_id, voice = await self._read_question(request)
+            async for item in self._pipeline.stream(upload, language, request_id, session_id, voice):
+                yield item
+        finally:
+            self._leave()
+
+    async def _ndjson(
+        self,
+        first: StreamTranscriptEvent,
+        events: AsyncIterator[StreamItem],
+        request_id: str,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        yield ndjson_line(first)
+        try:
+            async for item in events:
+                if isinstance(item, SpokenSentence):
+                    speech = item.speech
+                    wav = await asyncio.to_thread(encode_wav_pcm16, speech.samples, speech.sample_rate)
+                    yield ndjson_line(
+                        StreamAudioEvent(
+                            index=item.index,
+                            text=item.text,
+                            sample_rate=speech.sample_rate,
+                            duration_s=round(speech.duration_s, 3),
+                            audio=base64.b64encode(wav).decode("ascii"),
+                        )
+                    )
+                elif isinstance(item, StreamDoneEvent):
+                    meta = item.metadata
+                    logged = {"status_code": 200, "mode": "stream", **meta.model_dump()}
+                    logger.info("dialogue served", extra=logged)
+                    self._served(meta.input_language, "stream", meta.total_ms, meta.time_to_first_audio_ms)
+                    yield ndjson_line(item)
+        except Exception as error:
+            # After the first byte the status is sent: the stream ends with a typed error event instead.
+            refused = self._refuse(error, request_id, started, "stream")
+            yield ndjson_line(StreamErrorEvent.model_validate_json(bytes(refused.body)))
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _served(self, language: str, mode: str, total_ms: float, first_audio_ms: float) -> None:
+        tags = {"language": language_tag(language), "mode": mode}
+        self._meter.record(DIALOGUE_LATENCY, total_ms, tags)
+        self._meter.record(TIME_TO_FIRST_AUDIO, first_audio_ms, tags)
+        self._meter.record(DIALOGUES, 1.0, {**tags, "outcome": "served", "error_code": "none"})
+
+    def _refuse(self, error: Exception, request_id: str, started: float, mode: str) -> JSONResponse:
+        """Log, count and answer a failed dialogue with the JSON contract (a 500 for unexpected errors)."""
+        if not isinstance(error, OrchestratorError):
+            # The traceback goes to the log only, never to the client.
+            logger.error(
                 "dialogue failed",
+                exc_info=error,
                 extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
             )
-            internal = OrchestratorError(OrchestratorErrorCode.INTERNAL_ERROR, "An internal error occurred.")
-            return self._refuse(internal, request_id, started)
-        meta = result.metadata
-        logger.info("dialogue served", extra={"status_code": 200, **meta.model_dump()})
-        tags = {"language": language_tag(meta.input_language), "mode": "full"}
-        self._meter.record(DIALOGUE_LATENCY, meta.total_ms, tags)
-        # Without streaming the first audio byte leaves with the whole reply.
-        self._meter.record(TIME_TO_FIRST_AUDIO, (time.perf_counter() - started) * 1000.0, tags)
-        self._meter.record(DIALOGUES, 1.0, {**tags, "outcome": "served", "error_code": "none"})
-        return Response(content=body, media_type="audio/wav", headers=dialogue_headers(result))
-
-    def _refuse(self, error: OrchestratorError, request_id: str, started: float) -> JSONResponse:
+            error = OrchestratorError(OrchestratorErrorCode.INTERNAL_ERROR, "An internal error occurred.")
         logger.log(
             logging.WARNING if error.http_status < 500 else logging.ERROR,
             "dialogue refused: %s",
@@ -429,6 +677,7 @@ class Orchestrator:
                 "request_id": request_id,
                 "error_code": error.code.value,
                 "status_code": error.http_status,
+                "mode": mode,
                 "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
             },
         )
@@ -439,20 +688,7 @@ class Orchestrator:
                 "outcome": outcome_of(error.code),
                 "error_code": error.code.value,
                 "language": "unknown",
-                "mode": "full",
+                "mode": mode,
             },
         )
         return error_response(error, request_id)
-
-    async def _dialogue(self, request: Request, request_id: str) -> DialogueResult:
-        form = await read_form(request, self._settings.max_upload_bytes)
-        upload = form.get("audio")
-        if not isinstance(upload, UploadFile):
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
-                "The request has no file field named 'audio'.",
-                details={"field": "audio"},
-            )
-        data = await upload.read()
-        language = form.get("language")
-        return await self._pipeline.run(data, language if isinstance(language, str) else None, request_id)

@@ -1,4 +1,5 @@
-"""TextToSpeech deployment: Kokoro (Japanese) + Piper (English) behind `TextToSpeechEngine`."""
+"""TextToSpeech deployment: the embedded Kokoro (Japanese) + Piper voices, or Coqui TTS, behind
+`TextToSpeechEngine`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class TextToSpeech:
         speech = await served(
             "tts",
             self._health,
-            asyncio.to_thread(self._engine.synthesize, request.text, request.language),
+            asyncio.to_thread(self._engine.synthesize, request.text, request.language, request.voice),
             meter=self._meter,
             engine=engine,
             language=lambda _: request.language,

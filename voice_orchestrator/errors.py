@@ -89,3 +89,13 @@ def _rebuild_error(
     code: OrchestratorErrorCode, message: str, details: dict[str, Any] | None, retry_after: int | None
 ) -> OrchestratorError:
     return OrchestratorError(code, message, details=details, retry_after=retry_after)
+
+
+def unknown_voice(voice: str, known: list[str]) -> OrchestratorError:
+    """A request asked for a voice the text-to-speech engine does not have (a client error, not a 503)."""
+    shown = ", ".join(known[:20]) or "none: this engine has one voice per language"
+    return OrchestratorError(
+        OrchestratorErrorCode.INVALID_REQUEST,
+        f"Unknown voice {voice[:64]!r}; available voices: {shown}.",
+        details={"field": "voice"},
+    )

@@ -11,6 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from voice_orchestrator.errors import OrchestratorError
+
 T = TypeVar("T")
 
 
@@ -53,6 +55,10 @@ class EngineHealth:
         """Await one served request, counting its outcome as evidence about the engine."""
         try:
             result = await work
+        except OrchestratorError as error:
+            if error.http_status >= 500:
+                self.record_failure(error)
+            raise  # a client's mistake (an unknown voice) says nothing about the engine
         except Exception as error:
             self.record_failure(error)
             raise

@@ -7,21 +7,37 @@ unit-tested with fakes in milliseconds, and the ingress deployment only adapts S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import STAGE_UNAVAILABLE, OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import (
+    DecodedAudio,
     DialogueResult,
     ProcessingMetadata,
     ReplyRequest,
+    SpeechAudio,
+    SpokenSentence,
+    StreamDoneEvent,
+    StreamMetadata,
+    StreamTranscriptEvent,
     SynthesisRequest,
+    Transcription,
+    Turn,
 )
+from voice_orchestrator.sentences import split_stream
 from voice_orchestrator.settings import OrchestratorSettings
-from voice_orchestrator.stages import LanguageModelStage, SpeechToTextStage, TextToSpeechStage
+from voice_orchestrator.stages import (
+    ConversationStage,
+    LanguageModelStage,
+    SpeechToTextStage,
+    TextToSpeechStage,
+)
 from voice_orchestrator.text import WHISPER_LANGUAGES, clean_for_speech
 
 logger = logging.getLogger("voice_orchestrator.pipeline")
@@ -49,6 +65,25 @@ def normalize_language(language: str | None) -> str | None:
             details={"field": "language"},
         )
     return code
+
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def normalize_session_id(session_id: str | None) -> str | None:
+    """The request's `session_id`: absent/empty = stateless; otherwise a short opaque token."""
+    if session_id is None or not session_id.strip():
+        return None
+    if not SESSION_ID.fullmatch(session_id.strip()):
+        raise OrchestratorError(
+            OrchestratorErrorCode.INVALID_REQUEST,
+            "session_id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'.",
+            details={"field": "session_id"},
+        )
+    return session_id.strip()
+
+
+StreamItem = StreamTranscriptEvent | SpokenSentence | StreamDoneEvent
 
 
 class DialogueSlots:
@@ -80,24 +115,173 @@ class DialoguePipeline:
         llm: LanguageModelStage,
         tts: TextToSpeechStage,
         settings: OrchestratorSettings,
+        conversations: ConversationStage | None = None,
     ) -> None:
         self._stt = stt
         self._llm = llm
         self._tts = tts
+        self._conversations = conversations
         self._settings = settings
         self._limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
+        self._soft_split = settings.stream_soft_split_chars
         self._timeouts = {
             "stt": settings.stt_timeout_seconds,
             "llm": settings.llm_timeout_seconds,
             "tts": settings.tts_timeout_seconds,
         }
 
-    async def run(self, upload: bytes, language: str | None, request_id: str) -> DialogueResult:
+    async def run(
+        self,
+        upload: bytes,
+        language: str | None,
+        request_id: str,
+        session_id: str | None = None,
+        voice: str | None = None,
+    ) -> DialogueResult:
         started = time.perf_counter()
+        audio, transcription, stt_ms = await self._hear(upload, language)
+        heard = transcription.text
+        request = ReplyRequest(
+            text=heard, language=transcription.language, history=await self._history(session_id)
+        )
+
+        reply, llm_ms = await self._stage("llm", lambda: self._llm.reply(request))
+        answer = clean_for_speech(reply.text)
+        if not answer:
+            logger.warning(
+                "language model gave no speakable reply; using the fallback",
+                extra={"request_id": request_id, "stage": "llm"},
+            )
+            answer = fallback_reply(request.language)
+
+        speech, tts_ms = await self._speak(answer, request.language, voice)
+        await self._remember(session_id, heard, answer)
+        metadata = ProcessingMetadata(
+            request_id=request_id,
+            input_text=heard,
+            input_language=request.language,
+            input_duration_s=round(audio.duration_s, 3),
+            output_text=answer,
+            output_duration_s=round(speech.duration_s, 3),
+            output_sample_rate=speech.sample_rate,
+            stt_ms=round(stt_ms, 1),
+            llm_ms=round(llm_ms, 1),
+            tts_ms=round(tts_ms, 1),
+            total_ms=round((time.perf_counter() - started) * 1000.0, 1),
+        )
+        return DialogueResult(metadata=metadata, speech=speech)
+
+    async def stream(
+        self,
+        upload: bytes,
+        language: str | None,
+        request_id: str,
+        session_id: str | None = None,
+        voice: str | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """The reply sentence by sentence: each is spoken as soon as the model has written it, while the
+        model writes the next. Errors before the transcript event raise; later ones raise between events."""
+        started = time.perf_counter()
+        audio, transcription, stt_ms = await self._hear(upload, language)
+        heard = transcription.text
+        request = ReplyRequest(
+            text=heard, language=transcription.language, history=await self._history(session_id)
+        )
+        yield StreamTranscriptEvent(
+            request_id=request_id,
+            session_id=session_id,
+            text=heard,
+            language=request.language,
+            input_duration_s=round(audio.duration_s, 3),
+            stt_ms=round(stt_ms, 1),
+        )
+
+        sentences: asyncio.Queue[str | OrchestratorError | None] = asyncio.Queue()
+        llm_timing: dict[str, float] = {}
+        writer = asyncio.create_task(self._write_sentences(request, sentences, llm_timing))
+        spoken: list[str] = []
+        tts_ms = 0.0
+        first_audio_ms: float | None = None
+        output_seconds = 0.0
+        sample_rate = 0
+
+        async def texts() -> AsyncIterator[str]:
+            while (item := await sentences.get()) is not None:
+                if isinstance(item, OrchestratorError):
+                    raise item
+                yield item
+            if not spoken:
+                logger.warning(
+                    "language model gave no speakable reply; using the fallback",
+                    extra={"request_id": request_id, "stage": "llm"},
+                )
+                yield fallback_reply(request.language)
+
+        try:
+            async for text in texts():
+                speech, ms = await self._speak(text, request.language, voice)
+                tts_ms += ms
+                if first_audio_ms is None:
+                    first_audio_ms = (time.perf_counter() - started) * 1000.0
+                output_seconds += speech.duration_s
+                sample_rate = speech.sample_rate
+                yield SpokenSentence(index=len(spoken), text=text, speech=speech)
+                spoken.append(text)
+        finally:
+            if not writer.done():  # the client left or a stage failed: stop the model too
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+
+        answer = "".join(spoken) if request.language in ("ja", "zh") else " ".join(spoken)
+        await self._remember(session_id, heard, answer)
+        metadata = StreamMetadata(
+            request_id=request_id,
+            input_text=heard,
+            input_language=request.language,
+            input_duration_s=round(audio.duration_s, 3),
+            output_text=answer,
+            output_duration_s=round(output_seconds, 3),
+            output_sample_rate=sample_rate,
+            stt_ms=round(stt_ms, 1),
+            llm_ms=round(llm_timing.get("llm_ms", 0.0), 1),
+            tts_ms=round(tts_ms, 1),
+            total_ms=round((time.perf_counter() - started) * 1000.0, 1),
+            time_to_first_audio_ms=round(first_audio_ms or 0.0, 1),
+            sentences=len(spoken),
+        )
+        yield StreamDoneEvent(metadata=metadata)
+
+    async def _write_sentences(
+        self,
+        request: ReplyRequest,
+        sentences: asyncio.Queue[str | OrchestratorError | None],
+        timing: dict[str, float],
+    ) -> None:
+        """Stream the model's reply into speakable sentences on the queue; end with None or the error."""
+        started = time.perf_counter()
+        timeout = self._timeouts["llm"]
+        try:
+            async with asyncio.timeout(timeout):
+                async for sentence in split_stream(self._llm.stream(request), self._soft_split):
+                    speakable = clean_for_speech(sentence)
+                    if speakable:
+                        await sentences.put(speakable)
+        except OrchestratorError as error:
+            await sentences.put(error)
+        except TimeoutError:
+            await sentences.put(self._stage_error("llm", TimeoutError(), timeout))
+        except Exception as exc:
+            await sentences.put(self._stage_error("llm", exc, timeout))
+        else:
+            timing["llm_ms"] = (time.perf_counter() - started) * 1000.0
+            await sentences.put(None)
+
+    async def _hear(self, upload: bytes, language: str | None) -> tuple[DecodedAudio, Transcription, float]:
+        """Decode and transcribe; the transcription's language is the one the reply will use."""
         forced_language = normalize_language(language)
         # Decoding is CPU work on untrusted bytes: off the event loop so other requests keep flowing.
         audio = await asyncio.to_thread(decode_audio, upload, self._limits)
-
         transcription, stt_ms = await self._stage("stt", lambda: self._stt.transcribe(audio, forced_language))
         heard = transcription.text.strip()
         if not heard:
@@ -106,37 +290,29 @@ class DialoguePipeline:
                 "No speech was recognised in the audio.",
                 details={"input_duration_s": round(audio.duration_s, 3)},
             )
-        spoken_language = forced_language or transcription.language
+        language_used = forced_language or transcription.language
+        return audio, transcription.model_copy(update={"text": heard, "language": language_used}), stt_ms
 
-        reply, llm_ms = await self._stage(
-            "llm", lambda: self._llm.reply(ReplyRequest(text=heard, language=spoken_language))
-        )
-        answer = clean_for_speech(reply.text)
-        if not answer:
-            logger.warning(
-                "language model gave no speakable reply; using the fallback",
-                extra={"request_id": request_id, "stage": "llm"},
-            )
-            answer = FALLBACK_REPLIES.get(spoken_language, FALLBACK_REPLIES["en"])
+    async def _speak(self, text: str, language: str, voice: str | None) -> tuple[SpeechAudio, float]:
+        request = SynthesisRequest(text=text, language=language, voice=voice)
+        return await self._stage("tts", lambda: self._tts.synthesize(request))
 
-        speech, tts_ms = await self._stage(
-            "tts", lambda: self._tts.synthesize(SynthesisRequest(text=answer, language=spoken_language))
-        )
-        total_ms = (time.perf_counter() - started) * 1000.0
-        metadata = ProcessingMetadata(
-            request_id=request_id,
-            input_text=heard,
-            input_language=spoken_language,
-            input_duration_s=round(audio.duration_s, 3),
-            output_text=answer,
-            output_duration_s=round(speech.duration_s, 3),
-            output_sample_rate=speech.sample_rate,
-            stt_ms=round(stt_ms, 1),
-            llm_ms=round(llm_ms, 1),
-            tts_ms=round(tts_ms, 1),
-            total_ms=round(total_ms, 1),
-        )
-        return DialogueResult(metadata=metadata, speech=speech)
+    async def _history(self, session_id: str | None) -> list[Turn]:
+        if session_id is None or self._conversations is None:
+            return []
+        try:
+            return await self._conversations.history(session_id)
+        except Exception as exc:  # memory is a nicety: answer without it rather than fail the dialogue
+            logger.warning("conversation history unavailable: %r", exc, extra={"stage": "session"})
+            return []
+
+    async def _remember(self, session_id: str | None, heard: str, answer: str) -> None:
+        if session_id is None or self._conversations is None:
+            return
+        try:
+            await self._conversations.remember(session_id, Turn(user=heard, assistant=answer))
+        except Exception as exc:
+            logger.warning("conversation turn not stored: %r", exc, extra={"stage": "session"})
 
     async def _stage(self, stage: str, call: Callable[[], Awaitable[T]]) -> tuple[T, float]:
         """Run one stage with its timeout; map its failures to that stage's error code."""
@@ -146,23 +322,27 @@ class DialoguePipeline:
             result = await asyncio.wait_for(call(), timeout=timeout)
         except OrchestratorError:
             raise
-        except TimeoutError:
-            raise OrchestratorError(
+        except Exception as exc:
+            raise self._stage_error(stage, exc, timeout) from exc
+        return result, (time.perf_counter() - started) * 1000.0
+
+    def _stage_error(self, stage: str, exc: BaseException, timeout: float) -> OrchestratorError:
+        if isinstance(exc, TimeoutError):
+            return OrchestratorError(
                 OrchestratorErrorCode.PROCESSING_TIMEOUT,
                 f"The {stage.upper()} stage did not finish within {timeout:g} s.",
                 details={"stage": stage, "timeout_s": timeout},
-            ) from None
-        except Exception as exc:
-            logger.error(
-                "%s stage failed: %r",
-                stage,
-                exc,
-                extra={"stage": stage, "error_code": STAGE_UNAVAILABLE[stage].value},
             )
-            raise OrchestratorError(
-                STAGE_UNAVAILABLE[stage],
-                f"The {stage.upper()} service is unavailable; retry shortly.",
-                details={"stage": stage},
-                retry_after=self._settings.retry_after_seconds,
-            ) from exc
-        return result, (time.perf_counter() - started) * 1000.0
+        code = STAGE_UNAVAILABLE[stage]
+        logger.error("%s stage failed: %r", stage, exc, extra={"stage": stage, "error_code": code.value})
+        return OrchestratorError(
+            code,
+            f"The {stage.upper()} service is unavailable; retry shortly.",
+            details={"stage": stage},
+            retry_after=self._settings.retry_after_seconds,
+        )
+
+
+def fallback_reply(language: str) -> str:
+    """Said when the language model produced nothing speakable, so the caller still hears an answer."""
+    return FALLBACK_REPLIES.get(language, FALLBACK_REPLIES["en"])

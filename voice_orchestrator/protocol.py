@@ -37,9 +37,18 @@ class Transcription(BaseModel):
     language_probability: float | None = None
 
 
+class Turn(BaseModel):
+    """One earlier exchange of a conversation."""
+
+    user: str
+    assistant: str
+
+
 class ReplyRequest(BaseModel):
     text: str
     language: str
+    # Earlier turns of the same session, oldest first (empty without a session).
+    history: list[Turn] = Field(default_factory=list)
 
 
 class Reply(BaseModel):
@@ -51,6 +60,8 @@ class Reply(BaseModel):
 class SynthesisRequest(BaseModel):
     text: str
     language: str
+    # A voice of the engine (a Kokoro voice, a Coqui speaker); None = the configured one.
+    voice: str | None = None
 
 
 class SpeechAudio(_ArrayModel):
@@ -86,6 +97,47 @@ class DialogueResult(_ArrayModel):
     speech: SpeechAudio
 
 
+# The streaming route's events: one JSON object per line (application/x-ndjson), in this order:
+# transcript, audio (one per sentence), then done or error.
+class StreamTranscriptEvent(BaseModel):
+    type: Literal["transcript"] = "transcript"
+    request_id: str
+    session_id: str | None
+    text: str
+    language: str
+    input_duration_s: float
+    stt_ms: float
+
+
+class SpokenSentence(_ArrayModel):
+    """One sentence of a streamed reply, as the pipeline hands it to the ingress."""
+
+    index: int
+    text: str
+    speech: SpeechAudio
+
+
+class StreamAudioEvent(BaseModel):
+    type: Literal["audio"] = "audio"
+    index: int
+    text: str
+    sample_rate: int
+    duration_s: float
+    audio: str = Field(description="base64 of a PCM16 mono WAV file holding this sentence")
+
+
+class StreamMetadata(ProcessingMetadata):
+    """ProcessingMetadata of a streamed reply: tts_ms sums the sentences; llm_ms runs to the last token."""
+
+    time_to_first_audio_ms: float
+    sentences: int
+
+
+class StreamDoneEvent(BaseModel):
+    type: Literal["done"] = "done"
+    metadata: StreamMetadata
+
+
 class ErrorBody(BaseModel):
     """The one JSON error body of the API."""
 
@@ -94,6 +146,12 @@ class ErrorBody(BaseModel):
     details: dict[str, Any] | None = None
     retry_after: int | None = None
     request_id: str
+
+
+class StreamErrorEvent(ErrorBody):
+    """Ends a stream that failed after its first byte; the fields of the error body."""
+
+    type: Literal["error"] = "error"
 
 
 HealthState = Literal["healthy", "degraded", "unhealthy"]

@@ -5,6 +5,7 @@ In production they are Ray Serve handles wrapped by `deployments.ingress`; in un
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from voice_orchestrator.protocol import (
@@ -14,6 +15,7 @@ from voice_orchestrator.protocol import (
     SpeechAudio,
     SynthesisRequest,
     Transcription,
+    Turn,
 )
 
 
@@ -24,6 +26,18 @@ class SpeechToTextStage(Protocol):
 class LanguageModelStage(Protocol):
     async def reply(self, request: ReplyRequest) -> Reply: ...
 
+    def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        """Text deltas as the model produces them."""
+        ...
+
 
 class TextToSpeechStage(Protocol):
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio: ...
+
+
+class ConversationStage(Protocol):
+    """Earlier turns per session id (shared by every ingress replica)."""
+
+    async def history(self, session_id: str) -> list[Turn]: ...
+
+    async def remember(self, session_id: str, turn: Turn) -> None: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -16,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.ingress import Orchestrator
 from graph import _deployment
-from voice_orchestrator.protocol import EngineInfo
+from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
 from voice_orchestrator.settings import OrchestratorSettings
 
 # Replicas cannot import the tests package: ship this module's classes by value.
@@ -49,22 +50,50 @@ class FaultyStage:
         return EngineInfo(engine="fault-injection", model="none")
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.01})
+class ScriptedLanguageModel:
+    """A stand-in model that says how many earlier turns it was given, so a test can see the history reach
+    it; with `fail_after_first`, it breaks after streaming its first sentence (a model dying mid-reply)."""
+
+    def __init__(self, fail_after_first: bool = False) -> None:
+        self._fail_after_first = fail_after_first
+
+    async def reply(self, request: ReplyRequest) -> Reply:
+        text = "".join([delta async for delta in self.stream(request)])
+        return Reply(text=text, language=request.language)
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        yield f"I remember {len(request.history)} turns. "
+        await asyncio.sleep(0.2)
+        if self._fail_after_first:
+            raise RuntimeError("injected engine failure")
+        yield "That is all for now."
+
+    async def info(self) -> EngineInfo:
+        return EngineInfo(engine="scripted", model="none")
+
+
 def deploy_orchestrator(
     name: str,
     settings: OrchestratorSettings,
     faulty_stage: str | None = None,
     stall_s: float = 0.0,
+    scripted_llm: bool | None = None,
 ) -> str:
-    """A second real Orchestrator app at /<name>, reusing the main app's stages except `faulty_stage`."""
+    """A second real Orchestrator app at /<name>, reusing the main app's stages (and session memory) except
+    `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks)."""
     stages: dict[str, Any] = {
         stage: serve.get_deployment_handle(deployment, app_name="voice")
         for stage, deployment in STAGE_DEPLOYMENTS.items()
     }
     if faulty_stage is not None:
         stages[faulty_stage] = _deployment(FaultyStage).bind(stall_s)
+    if scripted_llm is not None:
+        stages["llm"] = _deployment(ScriptedLanguageModel).bind(scripted_llm)
+    conversations = serve.get_deployment_handle("Conversations", app_name="voice")
     ingress = _deployment(Orchestrator).options(ray_actor_options={"num_cpus": 0.01})
     serve.run(
-        ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings),
+        ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings, conversations),
         name=name,
         route_prefix=f"/{name}",
     )

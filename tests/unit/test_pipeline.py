@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -35,11 +36,20 @@ class FakeSTT:
 
 
 class FakeLLM:
+    """Answers with `answer`; streams it in `chunk`-character deltas, `delay` seconds apart."""
+
     def __init__(
-        self, answer: str = "晴れです。", error: Exception | None = None, delay: float = 0.0
+        self,
+        answer: str = "晴れです。",
+        error: Exception | None = None,
+        delay: float = 0.0,
+        chunk: int = 2,
+        fail_after: int | None = None,
     ) -> None:
         self.answer, self.error, self.delay = answer, error, delay
+        self.chunk, self.fail_after = chunk, fail_after
         self.requests: list[ReplyRequest] = []
+        self.closed = False
 
     async def reply(self, request: ReplyRequest) -> Reply:
         self.requests.append(request)
@@ -47,6 +57,17 @@ class FakeLLM:
         if self.error:
             raise self.error
         return Reply(text=self.answer, language=request.language)
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        try:
+            for start in range(0, len(self.answer), self.chunk):
+                await asyncio.sleep(self.delay)
+                if self.error and (self.fail_after is None or start >= self.fail_after):
+                    raise self.error
+                yield self.answer[start : start + self.chunk]
+        finally:
+            self.closed = True
 
 
 class FakeTTS:

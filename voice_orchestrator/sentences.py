@@ -1,0 +1,88 @@
+"""Split a language model's streamed text into speakable sentences, Japanese and English alike.
+
+Splitting only on ASCII ". ! ?" (as many pipelines do) never fires on Japanese, so the first audio waits for
+the whole reply. Here a sentence ends at 。！？!?… or a line break (closing quotes and brackets stay with it),
+at ". " in English (not inside numbers like 3.5, nor after common abbreviations), never inside 「quotes」,
+and, once a sentence has grown long, at a Japanese comma 、 or an English comma, so the first audio is never
+held back by a long sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+HARD_ENDS = frozenset("。！？!?…\n")
+CLOSERS = frozenset("」』）)】\"'”’》〉]")
+OPENERS = frozenset("「『（(【“《〈[")
+RUN_CHARS = HARD_ENDS | CLOSERS | {"."}
+SOFT_ENDS = frozenset("、,，;；")
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx"})
+
+
+class SentenceSplitter:
+    """Feed text deltas; take complete sentences as soon as they end; flush the rest at the end."""
+
+    def __init__(self, soft_split_chars: int = 40) -> None:
+        self._buffer = ""
+        # A comma ends a chunk only after this many characters: short chunks sound choppy.
+        self._soft_split_chars = soft_split_chars
+
+    def feed(self, delta: str) -> list[str]:
+        self._buffer += delta
+        sentences: list[str] = []
+        while (cut := self._boundary()) is not None:
+            sentence, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            if sentence.strip():
+                sentences.append(sentence.strip())
+        return sentences
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _boundary(self) -> int | None:
+        """Index just past the first complete sentence in the buffer, or None while none is complete."""
+        text = self._buffer
+        depth = 0  # inside 「…」: 「本当？」と聞いた。 is one sentence (unless a quote never closes)
+        for index, char in enumerate(text):
+            if char in OPENERS:
+                depth += 1
+            elif char in CLOSERS and depth:
+                depth -= 1
+            quoted = depth > 0 and char != "\n" and index < 2 * self._soft_split_chars
+            if quoted:
+                continue
+            if char in HARD_ENDS or (char == "." and self._period_ends_sentence(index)):
+                end = index + 1
+                # The end mark's run stays with the sentence: "？」", "!!", "...".
+                while end < len(text) and text[end] in RUN_CHARS:
+                    end += 1
+                # At the buffer's end the run may go on in the next delta ("。" then "」"): wait for it.
+                return end if end < len(text) else None
+            if char in SOFT_ENDS and self._soft_split_chars <= index + 1 < len(text):
+                return index + 1
+        return None
+
+    def _period_ends_sentence(self, index: int) -> bool:
+        text = self._buffer
+        if index + 1 >= len(text):
+            return False  # undecided: "3." may become "3.5"
+        following = text[index + 1]
+        if following == ".":
+            return True  # an ellipsis
+        if not (following.isspace() or following in CLOSERS):
+            return False  # "3.5", "example.com", "e.g"
+        words = text[:index].split()
+        word = words[-1].lower().strip("(\"'") if words else ""
+        # "Dr. Smith" goes on; a single capital letter is an initial ("J. Smith").
+        return word not in ABBREVIATIONS and not (len(word) == 1 and text[index - 1].isupper())
+
+
+async def split_stream(deltas: AsyncIterator[str], soft_split_chars: int = 40) -> AsyncIterator[str]:
+    """Sentences from a stream of text deltas, each yielded as soon as it is complete."""
+    splitter = SentenceSplitter(soft_split_chars)
+    async for delta in deltas:
+        for sentence in splitter.feed(delta):
+            yield sentence
+    for sentence in splitter.flush():
+        yield sentence
