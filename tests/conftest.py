@@ -1,0 +1,71 @@
+"""Fixtures shared by the integration and browser tests: one real Ray cluster serving the real graph with the
+real packaged models, started at most once per pytest session however many test folders use it.
+
+They live here rather than in tests/integration/conftest.py because a fixture imported into a second conftest
+is a second fixture: each folder would start its own cluster in the same process. The heavy imports are inside
+the fixtures so that collecting the unit tests does not import Ray.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+# Small limits so the tests can reach them cheaply; everything else is the default.
+TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024, "status_cache_seconds": 0.5}
+
+
+def _free_ports(count: int) -> list[int]:
+    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
+    # free now could be handed to another socket before Serve's proxy binds it.
+    ports: list[int] = []
+    for port in random.sample(range(20_000, 30_000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports in 20000-29999")
+
+
+@pytest.fixture(scope="session")
+def cluster_ports() -> tuple[int, int]:
+    """(Serve's HTTP port, Ray's Prometheus metrics port)."""
+    http_port, metrics_port = _free_ports(2)
+    return http_port, metrics_port
+
+
+@pytest.fixture(scope="session")
+def base_url(cluster_ports: tuple[int, int]) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from graph import build_app
+
+    http_port, metrics_port = cluster_ports
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.run(build_app(TEST_ARGS), name="voice", route_prefix="/")
+        yield f"http://127.0.0.1:{http_port}"
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def japanese_question() -> tuple[bytes, str]:
+    """「今日の天気は？」 spoken by Open JTalk, as a 48 kHz WAV."""
+    import pyopenjtalk
+
+    from voice_orchestrator.audio import encode_wav_pcm16
+
+    samples, rate = pyopenjtalk.tts("今日の天気は？")
+    return encode_wav_pcm16((np.asarray(samples) / 32768.0).astype(np.float32), int(rate)), "天気"
