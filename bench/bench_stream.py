@@ -6,7 +6,8 @@
 Requests alternate between the two routes, one at a time. Client-side clocks: for /dialogue the first audio
 is the whole WAV (time to first audio = full reply); for /dialogue/stream, time to first audio is the arrival
 of the first `audio` event and the full reply is the `done` event. The questions ask for more than one
-sentence, where streaming pays.
+sentence, where streaming pays (the packaged toy model answers 「京都について…」 with its two-sentence
+few-shot example, and the moon in two sentences of its own); "sentences" is the median count per reply.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from urllib.parse import unquote
 
 import httpx
 
 from bench.bench_dialogue import _given, percentile, served_app
 from bench.clips import english_clip, japanese_clip
+from voice_orchestrator.sentences import SentenceSplitter
 
 ROUTE = "/api/orchestrator/dialogue"
 
@@ -28,7 +31,9 @@ def full_reply(client: httpx.Client, url: str, clip: bytes, language: str) -> tu
     response = client.post(url + ROUTE, files={"audio": ("q.wav", clip)}, data={"language": language})
     response.raise_for_status()
     elapsed = (time.perf_counter() - started) * 1000.0
-    return elapsed, elapsed, 1
+    splitter = SentenceSplitter()
+    reply = unquote(response.headers["X-Output-Text"])
+    return elapsed, elapsed, len(splitter.feed(reply) + splitter.flush())
 
 
 def streamed_reply(client: httpx.Client, url: str, clip: bytes, language: str) -> tuple[float, float, int]:
@@ -61,7 +66,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8)
     args = parser.parse_args()
     clips = {
-        "ja 「奈良について教えてください。」": (japanese_clip("奈良について教えてください。"), "ja"),
+        "ja 「京都について教えてください。」": (japanese_clip("京都について教えてください。"), "ja"),
         "en 'Tell me about the moon.'": (english_clip("Tell me about the moon."), "en"),
     }
     modes = {"/dialogue (WAV)": full_reply, "/dialogue/stream": streamed_reply}
