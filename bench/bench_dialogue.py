@@ -76,14 +76,17 @@ def served_app() -> Iterator[str]:
         ray.shutdown()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def bench_arguments(doc: str | None, requests: int) -> argparse.Namespace:
+    """--url / --serve / --requests, shared by the benchmarks that post clips one at a time."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--serve", action="store_true", help="start Ray and the app in this process")
-    parser.add_argument("--requests", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--requests", type=int, default=requests)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = bench_arguments(__doc__, requests=10)
     clips = {
         "ja 「今日の天気は？」 (language detected)": (japanese_clip(), None),
         "ja 「今日の天気は？」 (language=ja)": (japanese_clip(), "ja"),

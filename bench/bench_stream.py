@@ -12,14 +12,13 @@ few-shot example, and the moon in two sentences of its own); "sentences" is the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from urllib.parse import unquote
 
 import httpx
 
-from bench.bench_dialogue import _given, percentile, served_app
+from bench.bench_dialogue import _given, bench_arguments, percentile, served_app
 from bench.clips import english_clip, japanese_clip
 from voice_orchestrator.sentences import SentenceSplitter
 
@@ -58,13 +57,7 @@ def streamed_reply(client: httpx.Client, url: str, clip: bytes, language: str) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--serve", action="store_true", help="start Ray and the app in this process")
-    parser.add_argument("--requests", type=int, default=8)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, requests=8)
     clips = {
         "ja 「京都について教えてください。」": (japanese_clip("京都について教えてください。"), "ja"),
         "en 'Tell me about the moon.'": (english_clip("Tell me about the moon."), "en"),

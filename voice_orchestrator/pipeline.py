@@ -156,19 +156,9 @@ class DialoguePipeline:
 
         speech, tts_ms = await self._speak(answer, request.language, voice)
         await self._remember(session_id, heard, answer)
-        metadata = ProcessingMetadata(
-            request_id=request_id,
-            input_text=heard,
-            input_language=request.language,
-            input_duration_s=round(audio.duration_s, 3),
-            output_text=answer,
-            output_duration_s=round(speech.duration_s, 3),
-            output_sample_rate=speech.sample_rate,
-            stt_ms=round(stt_ms, 1),
-            llm_ms=round(llm_ms, 1),
-            tts_ms=round(tts_ms, 1),
-            total_ms=round((time.perf_counter() - started) * 1000.0, 1),
-        )
+        timings = (stt_ms, llm_ms, tts_ms, (time.perf_counter() - started) * 1000.0)
+        output = (speech.duration_s, speech.sample_rate)
+        metadata = _metadata(request_id, request, audio, answer, *output, timings)
         return DialogueResult(metadata=metadata, speech=speech)
 
     async def stream(
@@ -235,20 +225,10 @@ class DialoguePipeline:
 
         answer = "".join(spoken) if request.language in ("ja", "zh") else " ".join(spoken)
         await self._remember(session_id, heard, answer)
+        timings = (stt_ms, llm_timing.get("llm_ms", 0.0), tts_ms, (time.perf_counter() - started) * 1000.0)
+        turn = _metadata(request_id, request, audio, answer, output_seconds, sample_rate, timings)
         metadata = StreamMetadata(
-            request_id=request_id,
-            input_text=heard,
-            input_language=request.language,
-            input_duration_s=round(audio.duration_s, 3),
-            output_text=answer,
-            output_duration_s=round(output_seconds, 3),
-            output_sample_rate=sample_rate,
-            stt_ms=round(stt_ms, 1),
-            llm_ms=round(llm_timing.get("llm_ms", 0.0), 1),
-            tts_ms=round(tts_ms, 1),
-            total_ms=round((time.perf_counter() - started) * 1000.0, 1),
-            time_to_first_audio_ms=round(first_audio_ms or 0.0, 1),
-            sentences=len(spoken),
+            **turn.model_dump(), time_to_first_audio_ms=round(first_audio_ms or 0.0, 1), sentences=len(spoken)
         )
         yield StreamDoneEvent(metadata=metadata)
 
@@ -341,6 +321,32 @@ class DialoguePipeline:
             details={"stage": stage},
             retry_after=self._settings.retry_after_seconds,
         )
+
+
+def _metadata(
+    request_id: str,
+    request: ReplyRequest,
+    audio: DecodedAudio,
+    answer: str,
+    output_seconds: float,
+    sample_rate: int,
+    timings: tuple[float, float, float, float],
+) -> ProcessingMetadata:
+    """What one turn heard and said, and its (STT, LLM, TTS, total) milliseconds."""
+    stt_ms, llm_ms, tts_ms, total_ms = timings
+    return ProcessingMetadata(
+        request_id=request_id,
+        input_text=request.text,
+        input_language=request.language,
+        input_duration_s=round(audio.duration_s, 3),
+        output_text=answer,
+        output_duration_s=round(output_seconds, 3),
+        output_sample_rate=sample_rate,
+        stt_ms=round(stt_ms, 1),
+        llm_ms=round(llm_ms, 1),
+        tts_ms=round(tts_ms, 1),
+        total_ms=round(total_ms, 1),
+    )
 
 
 def fallback_reply(language: str) -> str:
