@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from voice_orchestrator.audio import AudioLimits, decode_audio, encode_wav_pcm16
 from voice_orchestrator.engines import MissingDependencyError, create_tts_engine
 from voice_orchestrator.engines.coqui import CoquiSpeechEngine, match_language
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import SpeechAudio, SynthesisRequest
 from voice_orchestrator.settings import OrchestratorSettings, TextToSpeechSettings
 
@@ -226,8 +227,10 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_model: Model, tmp_path: Path) 
 def test_a_single_voice_model_refuses_a_speaker(tiny_model: Model, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="single voice"):
         _coqui(tiny_model, tmp_path, coqui_speaker="alice")
-    with pytest.raises(ValueError, match="unknown Coqui speaker 'alice'"):
+    # A request asking for a voice the model lacks is the client's mistake: 400 INVALID_REQUEST, not a 503.
+    with pytest.raises(OrchestratorError, match="Unknown voice 'alice'; available voices: none") as caught:
         _coqui(tiny_model, tmp_path).synthesize(SHORT, "en", voice="alice")
+    assert caught.value.code is OrchestratorErrorCode.INVALID_REQUEST
 
 
 def _spy_on_coqui(engine: CoquiSpeechEngine, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
@@ -266,8 +269,10 @@ def test_speakers_and_languages_of_a_polyglot_model(
     # Durations are deterministic given text, speaker and language: the fallback really spoke Japanese.
     assert fallback.samples.size == japanese.samples.size
 
-    with pytest.raises(ValueError, match="unknown Coqui speaker 'carol'"):
+    refused = "Unknown voice 'carol'; available voices: alice, bob"
+    with pytest.raises(OrchestratorError, match=refused) as caught:
         engine.synthesize(SHORT, "en", voice="carol")
+    assert caught.value.details == {"field": "voice"}
     with pytest.raises(ValueError, match="not one of the model's"):
         _coqui(polyglot_model, tmp_path, coqui_language="fr")
 
