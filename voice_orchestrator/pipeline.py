@@ -139,11 +139,8 @@ class DialoguePipeline:
         voice: str | None = None,
     ) -> DialogueResult:
         started = time.perf_counter()
-        audio, transcription, stt_ms = await self._hear(upload, language)
-        heard = transcription.text
-        request = ReplyRequest(
-            text=heard, language=transcription.language, history=await self._history(session_id)
-        )
+        audio, request, stt_ms = await self._question(upload, language, session_id)
+        heard = request.text
 
         reply, llm_ms = await self._stage("llm", lambda: self._llm.reply(request))
         answer = clean_for_speech(reply.text)
@@ -172,11 +169,8 @@ class DialoguePipeline:
         """The reply sentence by sentence: each is spoken as soon as the model has written it, while the
         model writes the next. Errors before the transcript event raise; later ones raise between events."""
         started = time.perf_counter()
-        audio, transcription, stt_ms = await self._hear(upload, language)
-        heard = transcription.text
-        request = ReplyRequest(
-            text=heard, language=transcription.language, history=await self._history(session_id)
-        )
+        audio, request, stt_ms = await self._question(upload, language, session_id)
+        heard = request.text
         yield StreamTranscriptEvent(
             request_id=request_id,
             session_id=session_id,
@@ -256,6 +250,15 @@ class DialoguePipeline:
         else:
             timing["llm_ms"] = (time.perf_counter() - started) * 1000.0
             await sentences.put(None)
+
+    async def _question(
+        self, upload: bytes, language: str | None, session_id: str | None
+    ) -> tuple[DecodedAudio, ReplyRequest, float]:
+        """What the language model is asked: the transcript, its language and the session's earlier turns."""
+        audio, transcription, stt_ms = await self._hear(upload, language)
+        history = await self._history(session_id)
+        question = ReplyRequest(text=transcription.text, language=transcription.language, history=history)
+        return audio, question, stt_ms
 
     async def _hear(self, upload: bytes, language: str | None) -> tuple[DecodedAudio, Transcription, float]:
         """Decode and transcribe; the transcription's language is the one the reply will use."""
