@@ -123,7 +123,7 @@ class DialoguePipeline:
         self._conversations = conversations
         self._settings = settings
         self._limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        self._soft_split = settings.stream_soft_split_chars
+        self._soft_split = (settings.stream_soft_split_chars, settings.stream_first_chunk_chars)
         self._timeouts = {
             "stt": settings.stt_timeout_seconds,
             "llm": settings.llm_timeout_seconds,
@@ -237,7 +237,7 @@ class DialoguePipeline:
         timeout = self._timeouts["llm"]
         try:
             async with asyncio.timeout(timeout):
-                async for sentence in split_stream(self._llm.stream(request), self._soft_split):
+                async for sentence in split_stream(self._llm.stream(request), *self._soft_split):
                     speakable = clean_for_speech(sentence)
                     if speakable:
                         await sentences.put(speakable)

@@ -4,7 +4,9 @@ Splitting only on ASCII ". ! ?" (as many pipelines do) never fires on Japanese, 
 the whole reply. Here a sentence ends at 。！？!?… or a line break (closing quotes and brackets stay with it),
 at ". " in English (not inside numbers like 3.5, nor after common abbreviations), never inside 「quotes」,
 and, once a sentence has grown long, at a Japanese comma 、 or an English comma, so the first audio is never
-held back by a long sentence.
+held back by a long sentence. The first chunk may end at a comma sooner than the others
+(`first_soft_split_chars`): it alone decides when the listener hears anything, and the rest are synthesised
+while it plays.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "
 class SentenceSplitter:
     """Feed text deltas; take complete sentences as soon as they end; flush the rest at the end."""
 
-    def __init__(self, soft_split_chars: int = 40) -> None:
+    def __init__(self, soft_split_chars: int = 40, first_soft_split_chars: int | None = None) -> None:
         self._buffer = ""
         # A comma ends a chunk only after this many characters: short chunks sound choppy.
         self._soft_split_chars = soft_split_chars
+        self._first_soft_split_chars = first_soft_split_chars or soft_split_chars
+        self._emitted = False
 
     def feed(self, delta: str) -> list[str]:
         self._buffer += delta
@@ -34,6 +38,7 @@ class SentenceSplitter:
             sentence, self._buffer = self._buffer[:cut], self._buffer[cut:]
             if sentence.strip():
                 sentences.append(sentence.strip())
+                self._emitted = True
         return sentences
 
     def flush(self) -> list[str]:
@@ -43,6 +48,7 @@ class SentenceSplitter:
     def _boundary(self) -> int | None:
         """Index just past the first complete sentence in the buffer, or None while none is complete."""
         text = self._buffer
+        soft_split = self._soft_split_chars if self._emitted else self._first_soft_split_chars
         depth = 0  # inside 「…」: 「本当？」と聞いた。 is one sentence (unless a quote never closes)
         for index, char in enumerate(text):
             if char in OPENERS:
@@ -59,7 +65,7 @@ class SentenceSplitter:
                     end += 1
                 # At the buffer's end the run may go on in the next delta ("。" then "」"): wait for it.
                 return end if end < len(text) else None
-            if char in SOFT_ENDS and self._soft_split_chars <= index + 1 < len(text):
+            if char in SOFT_ENDS and soft_split <= index + 1 < len(text):
                 return index + 1
         return None
 
@@ -78,9 +84,11 @@ class SentenceSplitter:
         return word not in ABBREVIATIONS and not (len(word) == 1 and text[index - 1].isupper())
 
 
-async def split_stream(deltas: AsyncIterator[str], soft_split_chars: int = 40) -> AsyncIterator[str]:
+async def split_stream(
+    deltas: AsyncIterator[str], soft_split_chars: int = 40, first_soft_split_chars: int | None = None
+) -> AsyncIterator[str]:
     """Sentences from a stream of text deltas, each yielded as soon as it is complete."""
-    splitter = SentenceSplitter(soft_split_chars)
+    splitter = SentenceSplitter(soft_split_chars, first_soft_split_chars)
     async for delta in deltas:
         for sentence in splitter.feed(delta):
             yield sentence

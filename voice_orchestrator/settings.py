@@ -134,6 +134,8 @@ class OrchestratorSettings(BaseSettings):
     max_sessions: int = Field(default=10_000, ge=1)
     # Streaming: a comma ends a spoken chunk once a sentence is this long (earlier first audio, fewer stalls).
     stream_soft_split_chars: int = Field(default=40, ge=8)
+    # ...and the first chunk may end at a comma sooner: it alone decides when the listener hears anything.
+    stream_first_chunk_chars: int = Field(default=10, ge=4)
     # Where packaged model parts are joined into usable files (shared by all replicas on a node).
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 

@@ -68,6 +68,33 @@ def test_splitter_cuts_a_long_sentence_at_a_comma() -> None:
     assert split([long]) == [long[: long.index("知られていて、") + 7], "とても大きいです。"]
 
 
+def test_the_first_chunk_may_end_at_an_earlier_comma_than_the_rest() -> None:
+    reply = "東京は日本の首都で、人口がとても多いです。大阪は西にあり、食べ物がおいしい町です。"
+    splitter = SentenceSplitter(soft_split_chars=40, first_soft_split_chars=8)
+    chunks = splitter.feed(reply) + splitter.flush()
+    # Only the first sentence is cut at its comma (9 characters in); the second, as short, is not.
+    second = "大阪は西にあり、食べ物がおいしい町です。"
+    assert chunks == ["東京は日本の首都で、", "人口がとても多いです。", second]
+    # A comma before the first threshold does not cut: 「はい、」 alone would sound clipped.
+    assert split(["はい、そうです。"], soft=40) == ["はい、そうです。"]
+    splitter = SentenceSplitter(soft_split_chars=40, first_soft_split_chars=8)
+    assert splitter.feed("はい、そうです。") == []
+    assert splitter.flush() == ["はい、そうです。"]
+    # English too: the first clause goes as soon as its comma is followed by more text.
+    splitter = SentenceSplitter(soft_split_chars=40, first_soft_split_chars=10)
+    assert splitter.feed("In the morning, it will") == ["In the morning,"]
+
+
+async def test_the_first_spoken_chunk_follows_the_first_chunk_setting() -> None:
+    reply = "東京は日本の首都で、人口がとても多いです。"
+    tts = SlowTTS()
+    await collect(pipeline(FakeLLM(reply), tts, stream_first_chunk_chars=8).stream(SPEECH, "ja", "f1"))
+    assert [r.text for r in tts.requests] == ["東京は日本の首都で、", "人口がとても多いです。"]
+    tts = SlowTTS()
+    await collect(pipeline(FakeLLM(reply), tts, stream_first_chunk_chars=40).stream(SPEECH, "ja", "f2"))
+    assert [r.text for r in tts.requests] == [reply]
+
+
 class FakeConversations:
     def __init__(self) -> None:
         self.store = ConversationStore(max_turns=4, ttl_seconds=60, max_sessions=10)
