@@ -6,23 +6,34 @@ replica takes it. Calls are dictionary lookups (microseconds); the cost is one h
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import serve
 
 from deployments._replica import setup_replica
 from voice_orchestrator.conversation import ConversationStore
 from voice_orchestrator.protocol import Turn
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import SessionSettings, apply_live
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.05}, num_replicas=1, max_ongoing_requests=1000)
 class Conversations:
-    def __init__(self, settings: OrchestratorSettings) -> None:
-        setup_replica(settings)
+    def __init__(self, settings: SessionSettings | None = None) -> None:
+        # `settings`: the live settings to start with (a user_config, when there is one, replaces them).
+        setup_replica()
+        given = settings.model_dump(include=set(SessionSettings.model_fields)) if settings else {}
+        self._live = SessionSettings(**given)
+        self._configured = False
         self._store = ConversationStore(
-            max_turns=settings.session_max_turns,
-            ttl_seconds=settings.session_ttl_seconds,
-            max_sessions=settings.max_sessions,
+            self._live.session_max_turns, self._live.session_ttl_seconds, self._live.max_sessions
         )
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Live settings (the deployment's user_config): turns, idle time and sessions kept."""
+        self._live = apply_live(SessionSettings, config, self._live if self._configured else None)
+        self._configured = True
+        live = self._live
+        self._store.limit(live.session_max_turns, live.session_ttl_seconds, live.max_sessions)
 
     async def history(self, session_id: str) -> list[Turn]:
         return self._store.history(session_id)
@@ -32,6 +43,3 @@ class Conversations:
 
     async def forget(self, session_id: str) -> bool:
         return self._store.delete(session_id)
-
-    async def sessions(self) -> int:
-        return len(self._store)

@@ -1,4 +1,4 @@
-"""LanguageModel deployment: llama.cpp (CPU) behind the streaming `LanguageModelEngine`."""
+"""LanguageModel deployment: llama.cpp (CPU) or vLLM behind the streaming `LanguageModelEngine`."""
 
 from __future__ import annotations
 
@@ -7,45 +7,41 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from deployments._metrics import ServeMeter
-from deployments._replica import served, setup_replica
+from deployments._replica import ModelStage, served_stream
 from voice_orchestrator.engines import create_llm_engine
-from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.metrics import measured_stream
 from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import EngineSettings, StageSettings
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, health_check_timeout_s=60)
-class LanguageModel:
+# A 2 s health-check period: Serve notices a dead replica within seconds, so /status does too (the check is
+# an RPC; the engine probe only runs when no request proved the engine lately).
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=4,
+    health_check_period_s=2,
+    health_check_timeout_s=60,
+)
+class LanguageModel(ModelStage[StageSettings]):
+    live_settings = StageSettings
+
     # Serve awaits async constructors; type checkers insist __init__ be synchronous.
-    async def __init__(self, settings: OrchestratorSettings) -> None:  # type: ignore[misc]
-        setup_replica(settings)
+    async def __init__(self, settings: EngineSettings) -> None:  # type: ignore[misc]
         self._engine = create_llm_engine(settings.llm, settings.cache_dir)
-        self._health = EngineHealth(self._engine.probe, settings.health_probe_interval_seconds)
+        self._start(self._engine.probe)
         self._meter = ServeMeter()
         await self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
     def _deltas(self, request: ReplyRequest) -> AsyncIterator[str]:
-        return measured_stream(
-            self._engine.stream(request), self._meter, self._engine.info.engine, request.language
-        )
+        engine, language = self._engine.info.engine, request.language
+        deltas = measured_stream(self._engine.stream(request), self._meter, engine, language)
+        return served_stream("llm", self._health, deltas, meter=self._meter, engine=engine, language=language)
 
     async def reply(self, request: ReplyRequest) -> Reply:
-        async def collect() -> Reply:
-            deltas = [delta async for delta in self._deltas(request)]
-            return Reply(
-                text="".join(deltas).strip(), language=request.language, completion_tokens=len(deltas)
-            )
-
-        return await served(
-            "llm",
-            self._health,
-            collect(),
-            meter=self._meter,
-            engine=self._engine.info.engine,
-            language=lambda _: request.language,
-        )
+        """The whole reply at once, with its real token count."""
+        text = "".join([delta async for delta in self._deltas(request)]).strip()
+        return Reply(text=text, language=request.language, completion_tokens=self._engine.count_tokens(text))
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         """Text deltas as generated; call through `handle.options(stream=True)`."""
@@ -54,6 +50,3 @@ class LanguageModel:
 
     async def info(self) -> EngineInfo:
         return self._engine.info
-
-    async def check_health(self) -> None:
-        await self._health.check()

@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
-from deployments.ingress import app
+from voice_orchestrator.api.router import create_app
 
 
 def openapi_document() -> dict[str, Any]:
-    return app.openapi()
+    return create_app().openapi()
 
 
 def render() -> str:

@@ -7,22 +7,27 @@ import asyncio
 from ray import serve
 
 from deployments._metrics import ServeMeter
-from deployments._replica import served, setup_replica
+from deployments._replica import ModelStage, served
 from voice_orchestrator.engines import create_stt_engine
-from voice_orchestrator.health import EngineHealth
 from voice_orchestrator.metrics import INPUT_AUDIO, language_tag
 from voice_orchestrator.protocol import DecodedAudio, EngineInfo, Transcription
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import EngineSettings, StageSettings
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, health_check_timeout_s=60)
-class SpeechToText:
-    def __init__(self, settings: OrchestratorSettings) -> None:
-        setup_replica(settings)
+# A 2 s health-check period: Serve notices a dead replica within seconds, so /status does too (the check is
+# an RPC; the engine probe only runs when no request proved the engine lately).
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=4,
+    health_check_period_s=2,
+    health_check_timeout_s=60,
+)
+class SpeechToText(ModelStage[StageSettings]):
+    live_settings = StageSettings
+
+    def __init__(self, settings: EngineSettings) -> None:
         self._engine = create_stt_engine(settings.stt, settings.cache_dir)
-        self._health = EngineHealth(
-            lambda: asyncio.to_thread(self._engine.probe), settings.health_probe_interval_seconds
-        )
+        self._start(lambda: asyncio.to_thread(self._engine.probe))
         self._meter = ServeMeter()
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
@@ -46,6 +51,3 @@ class SpeechToText:
 
     async def info(self) -> EngineInfo:
         return self._engine.info
-
-    async def check_health(self) -> None:
-        await self._health.check()

@@ -8,32 +8,48 @@ import asyncio
 from ray import serve
 
 from deployments._metrics import ServeMeter
-from deployments._replica import served, setup_replica
+from deployments._replica import ModelStage, served
 from voice_orchestrator.engines import create_tts_engine
-from voice_orchestrator.health import EngineHealth
+from voice_orchestrator.errors import OrchestratorError
 from voice_orchestrator.metrics import OUTPUT_AUDIO, language_tag
 from voice_orchestrator.protocol import EngineInfo, SpeechAudio, SynthesisRequest
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import EngineSettings, SpeechSettings
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, health_check_timeout_s=60)
-class TextToSpeech:
-    def __init__(self, settings: OrchestratorSettings) -> None:
-        setup_replica(settings)
+# A 2 s health-check period: Serve notices a dead replica within seconds, so /status does too (the check is
+# an RPC; the engine probe only runs when no request proved the engine lately).
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=4,
+    health_check_period_s=2,
+    health_check_timeout_s=60,
+)
+class TextToSpeech(ModelStage[SpeechSettings]):
+    live_settings = SpeechSettings
+
+    def __init__(self, settings: EngineSettings) -> None:
         self._engine = create_tts_engine(settings.tts, settings.cache_dir)
-        self._health = EngineHealth(
-            lambda: asyncio.to_thread(self._engine.probe), settings.health_probe_interval_seconds
-        )
+        self._start(lambda: asyncio.to_thread(self._engine.probe))
         self._meter = ServeMeter()
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
+    def _check(self, live: SpeechSettings) -> None:
+        voice = live.default_voice
+        if voice is None:
+            return
+        try:  # one short synthesis with it: an unknown voice is refused here, not on the next request
+            self._engine.synthesize("はい。", "ja", voice)
+        except OrchestratorError as error:
+            raise ValueError(f"default_voice: {error.message}") from None
+
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
         engine = self._engine.info.engine
+        voice = request.voice or self.live.default_voice
         speech = await served(
             "tts",
             self._health,
-            asyncio.to_thread(self._engine.synthesize, request.text, request.language, request.voice),
+            asyncio.to_thread(self._engine.synthesize, request.text, request.language, voice),
             meter=self._meter,
             engine=engine,
             language=lambda _: request.language,
@@ -45,6 +61,3 @@ class TextToSpeech:
 
     async def info(self) -> EngineInfo:
         return self._engine.info
-
-    async def check_health(self) -> None:
-        await self._health.check()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,15 +46,21 @@ def cluster_ports() -> tuple[int, int]:
 @pytest.fixture(scope="session")
 def base_url(cluster_ports: tuple[int, int]) -> Iterator[str]:
     import ray
+    import yaml
     from ray import serve
 
-    from graph import build_app
+    from tests.serving import app_config, deploy
 
     http_port, metrics_port = cluster_ports
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(build_app(TEST_ARGS), name="voice", route_prefix="/")
+        # Serve's proxies get the HTTP edge (voice_orchestrator/edge.py) from the YAML, as with `serve run`.
+        profile = yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": http_port},
+            controller_options=profile["controller_options"],
+        )
+        deploy(app_config(TEST_ARGS))
         yield f"http://127.0.0.1:{http_port}"
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]

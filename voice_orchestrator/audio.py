@@ -151,3 +151,14 @@ def encode_wav_pcm16(samples: FloatArray, sample_rate: int) -> bytes:
         wav.setframerate(sample_rate)
         wav.writeframes(pcm.tobytes())
     return buffer.getvalue()
+
+
+def resample(samples: FloatArray, from_rate: int, to_rate: int) -> FloatArray:
+    """Mono float samples at another rate (FFmpeg's resampler), e.g. to join voices of different rates."""
+    if from_rate == to_rate or samples.size == 0:
+        return samples
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = from_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
+    chunks = [out.to_ndarray().reshape(-1) for out in [*resampler.resample(frame), *resampler.resample(None)]]
+    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)

@@ -120,7 +120,7 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[StreamEvent]:
     yield from decoder.close()
 
 
-def header_text(headers: Mapping[str, str], name: str) -> str | None:
+def read_text_header(headers: Mapping[str, str], name: str) -> str | None:
     """A text header the server percent-encodes (UTF-8 in Latin-1 headers), decoded."""
     value = headers.get(name)
     return unquote(value, encoding="utf-8", errors="replace") if value is not None else None
@@ -200,7 +200,7 @@ def join_wavs(parts: list[bytes]) -> list[bytes]:
     return [out.getvalue()]
 
 
-def decode_audio(event: StreamAudioEvent) -> bytes:
+def event_wav(event: StreamAudioEvent) -> bytes:
     """The sentence's WAV file, checked to be one."""
     try:
         wav = base64.b64decode(event.audio, validate=True)
@@ -342,8 +342,8 @@ def ask(client: httpx.Client, request: Request, output: Path, play: bool, consol
     headers = response.headers
     output.write_bytes(response.content)
     language = headers.get("X-Input-Language", "?")
-    console.say(f"you said ({language}): {header_text(headers, 'X-Input-Text') or ''}")
-    console.say(f"reply: {header_text(headers, 'X-Output-Text') or ''}")
+    console.say(f"you said ({language}): {read_text_header(headers, 'X-Input-Text') or ''}")
+    console.say(f"reply: {read_text_header(headers, 'X-Output-Text') or ''}")
     duration = headers.get("X-Output-Duration", "?")
     console.say(f"audio: {output} ({duration} s at {headers.get('X-Output-Sample-Rate', '?')} Hz)")
     console.say(f"timings: {format_timings(timing_headers(headers))}")
@@ -385,7 +385,7 @@ def ask_streaming(client: httpx.Client, request: Request, output: Path, play: bo
                         f"{event.text}  [STT {event.stt_ms:.0f} ms]"
                     )
                 elif isinstance(event, StreamAudioEvent):
-                    wav = decode_audio(event)
+                    wav = event_wav(event)
                     if first_audio_s is None:
                         first_audio_s = time.perf_counter() - started
                     sentences.append(wav)

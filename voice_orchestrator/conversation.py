@@ -22,13 +22,17 @@ class ConversationStore:
         max_turn_chars: int = 500,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._max_turns = max_turns
-        self._ttl = ttl_seconds
-        self._max_sessions = max_sessions
+        self.limit(max_turns, ttl_seconds, max_sessions)
         self._max_turn_chars = max_turn_chars
         self._clock = clock
         # session id -> (last use, turns), least recently used first.
         self._sessions: OrderedDict[str, tuple[float, list[Turn]]] = OrderedDict()
+
+    def limit(self, max_turns: int, ttl_seconds: float, max_sessions: int) -> None:
+        """New bounds (live settings): they apply from the next call on."""
+        self._max_turns = max_turns
+        self._ttl = ttl_seconds
+        self._max_sessions = max_sessions
 
     def history(self, session_id: str) -> list[Turn]:
         self._expire()

@@ -1,4 +1,7 @@
-"""The one error-code table of the API contract (DESIGN.md §2) and the exception that carries a code."""
+"""The one error-code table of the API contract and the exception that carries a code.
+
+Every status the API answers with, the OpenAPI error responses and the metrics' outcome tag come from
+`HTTP_STATUS`; README's "Errors" section lists the codes for clients."""
 
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ class OrchestratorErrorCode(StrEnum):
     AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
     INVALID_REQUEST = "INVALID_REQUEST"
     UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    UPLOAD_TIMEOUT = "UPLOAD_TIMEOUT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     SPEECH_RECOGNITION_FAILED = "SPEECH_RECOGNITION_FAILED"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
     STT_SERVICE_UNAVAILABLE = "STT_SERVICE_UNAVAILABLE"
     LLM_SERVICE_UNAVAILABLE = "LLM_SERVICE_UNAVAILABLE"
     TTS_SERVICE_UNAVAILABLE = "TTS_SERVICE_UNAVAILABLE"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     PROCESSING_TIMEOUT = "PROCESSING_TIMEOUT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -28,12 +35,16 @@ HTTP_STATUS: dict[OrchestratorErrorCode, int] = {
     OrchestratorErrorCode.AUDIO_TOO_LONG: 400,
     OrchestratorErrorCode.INVALID_REQUEST: 400,
     OrchestratorErrorCode.UNAUTHORIZED: 401,
+    OrchestratorErrorCode.NOT_FOUND: 404,
+    OrchestratorErrorCode.METHOD_NOT_ALLOWED: 405,
+    OrchestratorErrorCode.UPLOAD_TIMEOUT: 408,
     OrchestratorErrorCode.PAYLOAD_TOO_LARGE: 413,
     OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED: 422,
     OrchestratorErrorCode.TOO_MANY_REQUESTS: 429,
     OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE: 503,
     OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE: 503,
     OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE: 503,
+    OrchestratorErrorCode.SERVICE_UNAVAILABLE: 503,
     OrchestratorErrorCode.PROCESSING_TIMEOUT: 504,
     OrchestratorErrorCode.INTERNAL_ERROR: 500,
 }
@@ -45,6 +56,7 @@ RETRYABLE: frozenset[OrchestratorErrorCode] = frozenset(
         OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE,
         OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
         OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,
+        OrchestratorErrorCode.SERVICE_UNAVAILABLE,
     }
 )
 

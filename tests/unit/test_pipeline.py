@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tests.audio_factory import encode, tone
+from voice_orchestrator.admission import DialogueSlots
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import FALLBACK_REPLIES, DialoguePipeline, DialogueSlots, normalize_language
+from voice_orchestrator.pipeline import FALLBACK_REPLIES, DialoguePipeline, normalize_language
 from voice_orchestrator.protocol import (
     DecodedAudio,
     Reply,
@@ -141,8 +142,9 @@ async def test_a_failing_stage_maps_to_its_own_503(stage: str, code: Orchestrato
         async def transcribe(self, *_: object) -> Transcription:
             raise RuntimeError("replica died")
 
-        async def reply(self, *_: object) -> Reply:
+        async def stream(self, *_: object) -> AsyncIterator[str]:
             raise RuntimeError("replica died")
+            yield ""  # an async generator, like a real stage's stream
 
         async def synthesize(self, *_: object) -> SpeechAudio:
             raise RuntimeError("replica died")

@@ -10,7 +10,7 @@ import yaml
 from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
 import graph
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.settings import LIVE_SETTINGS, EngineSettings, IngressSettings, OrchestratorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_PROFILE = ROOT / "serve_config.yaml"
@@ -29,7 +29,8 @@ def test_profile_parses_and_builds_against_the_code(profile: Path) -> None:
     app = application(profile)
     module, _, attribute = app.import_path.partition(":")
     assert module == "graph"
-    settings = OrchestratorSettings(**app.args)  # unknown or mistyped settings fail here
+    # `args` only select and load engines: a live setting there would restart every model when changed.
+    EngineSettings(**app.args)  # unknown, mistyped or live settings fail here
     built = getattr(graph, attribute)(app.args)
     assert type(built).__name__ == "Application"
 
@@ -38,10 +39,16 @@ def test_profile_parses_and_builds_against_the_code(profile: Path) -> None:
     for name, deployment in deployed.items():
         # YAML ray_actor_options replaces the decorator's dict: an unset num_cpus would mean a whole core.
         assert isinstance(deployment.ray_actor_options.num_cpus, float | int), name
-    # The ingress must admit more than the dialogue limit so /status and instant 429s still answer.
+        # Every live setting is valid for the deployment that applies it.
+        assert isinstance(deployment.user_config, dict), name
+        LIVE_SETTINGS[name](**deployment.user_config)
+    # The ingress must admit more than dialogues and uploads so /status and instant 429s still answer.
     ingress_limit = deployed["Orchestrator"].max_ongoing_requests
     assert isinstance(ingress_limit, int)
-    assert ingress_limit > settings.max_concurrent_dialogues
+    ingress_config = deployed["Orchestrator"].user_config
+    assert isinstance(ingress_config, dict)
+    ingress = IngressSettings(**ingress_config)
+    assert ingress_limit > ingress.max_concurrent_dialogues + ingress.max_concurrent_uploads
     # Session memory lives in one replica.
     assert deployed["Conversations"].num_replicas == 1
     for stage in ("SpeechToText", "LanguageModel", "TextToSpeech"):
@@ -53,7 +60,9 @@ def test_profile_parses_and_builds_against_the_code(profile: Path) -> None:
 def test_cpu_profile_fits_two_cores() -> None:
     app = application(CPU_PROFILE)
     settings = OrchestratorSettings(**app.args)
-    assert settings.max_concurrent_dialogues == 5
+    [ingress] = [deployment for deployment in app.deployments if deployment.name == "Orchestrator"]
+    assert isinstance(ingress.user_config, dict)
+    assert IngressSettings(**ingress.user_config).max_concurrent_dialogues == 5
     engines = (settings.stt.engine, settings.llm.engine, settings.tts.engine)
     assert engines == ("faster-whisper", "llama-cpp", "embedded")
     total = 0.0

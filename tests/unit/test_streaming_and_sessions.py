@@ -10,7 +10,7 @@ import pytest
 from tests.unit.test_pipeline import SPEECH, FakeLLM, FakeSTT, FakeTTS
 from voice_orchestrator.conversation import ConversationStore
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import DialoguePipeline, StreamItem, normalize_session_id
+from voice_orchestrator.pipeline import DialoguePipeline, TurnEvent, normalize_session_id
 from voice_orchestrator.protocol import (
     SpeechAudio,
     SpokenSentence,
@@ -105,6 +105,9 @@ class FakeConversations:
     async def remember(self, session_id: str, turn: Turn) -> None:
         self.store.append(session_id, turn)
 
+    async def forget(self, session_id: str) -> bool:
+        return self.store.delete(session_id)
+
 
 class SlowTTS(FakeTTS):
     """Speech whose length follows the text; each synthesis takes `delay` seconds."""
@@ -131,7 +134,7 @@ def pipeline(
     )
 
 
-async def collect(stream: object) -> list[StreamItem]:
+async def collect(stream: object) -> list[TurnEvent]:
     assert hasattr(stream, "__aiter__")
     return [item async for item in stream]
 
@@ -179,7 +182,7 @@ async def test_an_empty_reply_speaks_the_fallback() -> None:
 
 async def test_a_model_failing_mid_reply_ends_the_stream_with_its_code() -> None:
     llm = FakeLLM("晴れです。明日は雨でしょう。", error=RuntimeError("boom"), fail_after=8)
-    received: list[StreamItem] = []
+    received: list[TurnEvent] = []
 
     async def consume() -> None:
         async for item in pipeline(llm).stream(SPEECH, None, "r4"):

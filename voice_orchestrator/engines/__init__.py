@@ -37,6 +37,10 @@ class LanguageModelEngine(Protocol):
         """A real, one-token generation (warm-up and health checks); raises if the engine is broken."""
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens of this model's tokenizer `text` is (usage accounting)."""
+        ...
+
 
 class TextToSpeechEngine(Protocol):
     info: EngineInfo
@@ -55,9 +59,13 @@ class MissingDependencyError(RuntimeError):
     """An optional engine was configured but its package is not installed."""
 
     def __init__(self, engine: str, package: str, extra: str) -> None:
+        import sys
+
+        # The project is not on PyPI: the extra installs from a checkout or from the wheel `make wheel` makes.
         super().__init__(
-            f"The {engine!r} engine needs {package!r}, which is not installed. "
-            f"Install it with: pip install 'voice-orchestrator[{extra}]'"
+            f"The {engine!r} engine needs {package!r}, which is not installed in {sys.executable}. Install "
+            f"the {extra!r} extra on every Ray node: pip install '/path/to/voice-orchestrator[{extra}]' (a "
+            f"checkout) or pip install 'voice_orchestrator-<version>-py3-none-any.whl[{extra}]' (make wheel)"
         )
 
 

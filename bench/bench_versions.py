@@ -1,0 +1,128 @@
+"""The same benchmark on two versions of the server, one run: an earlier commit and the working tree.
+
+    python -m bench.bench_versions --before HEAD~3 --requests 8
+
+Each version is served in turn by `serve run serve_config.yaml` from its own source tree (the commit is
+exported with `git archive`; PYTHONPATH puts that tree ahead of the installed package, in the replicas too),
+then the questions of bench_stream go to both dialogue routes, one request at a time. Printed: p50/p95 of
+the client-measured whole reply (/dialogue) and first audio (/dialogue/stream) per version, and the
+after/before ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
+from pathlib import Path
+
+import httpx
+
+from bench.bench_dialogue import percentile
+from bench.bench_stream import QUESTIONS, Sample, full_reply, left, streamed_reply
+from bench.clips import english_clip, japanese_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 8013
+
+
+@contextmanager
+def source_tree(ref: str | None) -> Iterator[Path]:
+    """The working tree (ref None) or a commit exported to a temporary directory."""
+    if ref is None:
+        yield ROOT
+        return
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    with tempfile.TemporaryDirectory(prefix="bench-version-") as directory:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(directory, filter="data")
+        yield Path(directory)
+
+
+@contextmanager
+def served(tree: Path, timeout_s: float = 600.0) -> Iterator[str]:
+    """`serve run` of the tree's serve_config.yaml on PORT until the status route answers (bounded)."""
+    config = (tree / "serve_config.yaml").read_text().replace("port: 8000", f"port: {PORT}")
+    (tree / ".bench_serve_config.yaml").write_text(config)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    serve = Path(sys.executable).with_name("serve")
+    process = subprocess.Popen(
+        [str(serve), "run", ".bench_serve_config.yaml"],
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{PORT}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve run of {tree} did not come up")
+            try:
+                if httpx.get(f"{url}/api/orchestrator/status", timeout=5).json().get("status") == "healthy":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        (tree / ".bench_serve_config.yaml").unlink(missing_ok=True)
+
+
+def measure(url: str, requests: int) -> dict[str, dict[str, list[float]]]:
+    """Per question: whole-reply times of /dialogue and first-audio times of /dialogue/stream."""
+    results: dict[str, dict[str, list[float]]] = {}
+    with httpx.Client(timeout=180) as client:
+        for language, question in QUESTIONS:
+            clip = japanese_clip(question) if language == "ja" else english_clip(question)
+            full_reply(client, url, clip, language)  # warm the path
+            whole: list[Sample] = []
+            streamed: list[Sample] = []
+            for _ in range(requests):
+                whole.append(full_reply(client, url, clip, language))
+                streamed.append(streamed_reply(client, url, clip, language))
+            results[f"{language} {question}"] = {
+                "whole": [sample.full_reply_ms for sample in whole],
+                "first": [sample.first_audio_ms for sample in streamed],
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", required=True, help="a git ref, e.g. HEAD~3")
+    parser.add_argument("--requests", type=int, default=8)
+    args = parser.parse_args()
+    measured: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for name, ref in (("before", args.before), ("after", None)):
+        with source_tree(ref) as tree, served(tree) as url:
+            measured[name] = measure(url, args.requests)
+    print(f"{'clip':<38}{'metric':<26}{'before p50/p95':>18}{'after p50/p95':>18}{'after/before':>14}")
+    for clip in measured["before"]:
+        for metric, label in (("whole", "/dialogue whole reply"), ("first", "/stream first audio")):
+            before, after = measured["before"][clip][metric], measured["after"][clip][metric]
+            cells = [f"{percentile(v, 50):.0f} / {percentile(v, 95):.0f}" for v in (before, after)]
+            ratio = percentile(after, 50) / percentile(before, 50)
+            print(f"{left(clip, 38)}{label:<26}{cells[0]:>18}{cells[1]:>18}{ratio:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()

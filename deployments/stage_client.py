@@ -1,0 +1,120 @@
+"""The ingress's side of a stage deployment: a Serve handle seen as the pipeline's stage Protocols.
+
+One adapter for every stage: it cancels abandoned calls on the replica too, turns a full queue into a 429,
+and keeps the evidence (latency, failures) that /status reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.protocol import (
+    DecodedAudio,
+    EngineInfo,
+    ReplyRequest,
+    SpeechAudio,
+    SynthesisRequest,
+    Transcription,
+    Turn,
+)
+from voice_orchestrator.status import CallEvidence
+
+
+class StageClient:
+    """Implements SpeechToTextStage, LanguageModelStage and TextToSpeechStage over one stage's handle."""
+
+    def __init__(self, handle: DeploymentHandle[Any], stage: str, retry_after: int) -> None:
+        self._handle = handle
+        self._stage = stage
+        self.retry_after = retry_after
+        self.evidence = CallEvidence()
+
+    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
+        result: Transcription = await self._call("transcribe", audio, language)
+        return result
+
+    async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
+        result: SpeechAudio = await self._call("synthesize", request)
+        return result
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        started = time.perf_counter()
+        deltas: Any = self._handle.options(stream=True).stream.remote(request)
+        finished = False
+        try:
+            async for delta in deltas:
+                yield delta
+            finished = True
+        except Exception as error:
+            raise self._failed(error) from None
+        finally:
+            if finished:
+                self.evidence.success((time.perf_counter() - started) * 1000.0)
+            else:  # the client left, a timeout fired, TTS failed or the model did: stop generating
+                deltas.cancel()
+
+    async def info(self, wait_s: float) -> EngineInfo:
+        response: Any = self._handle.info.remote()
+        try:
+            info: EngineInfo = await asyncio.wait_for(response, wait_s)
+        except TimeoutError:
+            response.cancel()
+            raise
+        return info
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        response: Any = getattr(self._handle, method).remote(*args)
+        try:
+            result = await response
+        except asyncio.CancelledError:  # the pipeline's timeout fired or the client left: free the replica
+            response.cancel()
+            raise
+        except Exception as error:
+            raise self._failed(error) from None
+        self.evidence.success((time.perf_counter() - started) * 1000.0)
+        return result
+
+    def _failed(self, error: Exception) -> Exception:
+        """What the pipeline sees of a failed call; failures of the stage itself count against its health."""
+        if isinstance(error, BackPressureError):  # busy, not broken
+            return OrchestratorError(
+                OrchestratorErrorCode.TOO_MANY_REQUESTS,
+                f"The {self._stage.upper()} service's queue is full; retry shortly.",
+                details={"stage": self._stage},
+                retry_after=self.retry_after,
+            )
+        if isinstance(error, OrchestratorError):  # the stage refused the request (e.g. an unknown voice)
+            if error.http_status >= 500:
+                self.evidence.failure(error.code.value)
+            return OrchestratorError(
+                error.code, error.message, details=error.details, retry_after=error.retry_after
+            )
+        self.evidence.failure(type(error).__name__)
+        return error  # the pipeline maps it to this stage's 503
+
+
+class ConversationsClient:
+    """The shared session memory; a slow or missing store must not hold a dialogue up for long."""
+
+    def __init__(self, handle: DeploymentHandle[Any], timeout: float) -> None:
+        self._handle = handle
+        self.timeout = timeout
+
+    async def history(self, session_id: str) -> list[Turn]:
+        turns: list[Turn] = await asyncio.wait_for(self._handle.history.remote(session_id), self.timeout)
+        return turns
+
+    async def remember(self, session_id: str, turn: Turn) -> None:
+        await asyncio.wait_for(self._handle.remember.remote(session_id, turn), self.timeout)
+
+    async def forget(self, session_id: str) -> bool:
+        deleted: bool = await asyncio.wait_for(self._handle.forget.remote(session_id), self.timeout)
+        return deleted
