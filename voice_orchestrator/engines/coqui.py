@@ -67,9 +67,10 @@ class CoquiSpeechEngine:
 
         device = settings.device
         if device.startswith("cuda") and not torch.cuda.is_available():
+            from voice_orchestrator.engines.cuda import no_gpu_message
+
             raise RuntimeError(
-                f"tts.device is {device!r} but torch {torch.__version__} sees no CUDA GPU "
-                "(give the TextToSpeech replica num_gpus, or set tts.device: cpu)"
+                no_gpu_message(f"tts.device is {device!r}", torch.version.cuda, f"torch {torch.__version__}")
             )
         if device == "cpu":
             torch.set_num_threads(settings.threads)
