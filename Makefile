@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint test-main test-vllm test-coqui test-wheel check-gpu-resolution wheel bench bench-stream
+.PHONY: install serve test lint test-main test-vllm test-coqui test-wheel test-multinode check-gpu-resolution wheel bench bench-stream
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint test-main test-vllm test-coqui test-wheel check-gpu-resolution
+test: lint test-main test-vllm test-coqui test-wheel test-multinode check-gpu-resolution
 
 # Unit, integration (real Ray cluster, real packaged models) and browser tests.
 test-main: install $(VENV)/.browser
@@ -59,6 +59,11 @@ wheel: install
 test-wheel: install
 	VOICE_WHEEL_TEST=1 $(BIN)/pytest -ra tests/packaging/test_wheel.py
 
+# Node loss on a real two-node Ray cluster (`ray start` head + stage node, own temp dir and ports): the stage
+# node's raylet is killed under load, /status must notice and recover on a replacement node (≈ 6 min).
+test-multinode: install
+	VOICE_MULTINODE_TEST=1 $(BIN)/pytest -s -ra tests/multinode/test_node_loss.py
+
 # The `gpu` extra resolves against PyPI (pip's resolver, --dry-run: nothing is installed), ≈ 2 min.
 check-gpu-resolution: install
 	timeout 600 $(BIN)/python scripts/check_gpu_resolution.py
@@ -68,3 +73,10 @@ bench: install
 
 bench-stream: install
 	$(BIN)/python -m bench.bench_stream --serve
+
+# ≥ 10 000 generated requests (hostile uploads and headers, unknown routes, schemathesis cases, malformed HTTP,
+# a few real questions) at the app it starts: counts by status, exit 1 on a 5xx other than 503/504 or an error
+# that is not the JSON body. bench/bench_fuzz.py --url http://HOST:PORT aims it at a running server instead.
+.PHONY: bench-fuzz
+bench-fuzz: install
+	$(BIN)/python -m bench.bench_fuzz --serve

@@ -2,9 +2,10 @@
 
     python -m bench.bench_versions --before HEAD~3 --requests 8
 
-Each version is served in turn by `serve run serve_config.yaml` from its own source tree (the commit is
-exported with `git archive`; PYTHONPATH puts that tree ahead of the installed package, in the replicas too),
-then the questions of bench_stream go to both dialogue routes, one request at a time. Printed: p50/p95 of
+Both versions are served at once, each by its own `serve run serve_config.yaml` (its own Ray instance and
+port) from its own source tree (the commit is exported with `git archive`; PYTHONPATH puts that tree ahead of
+the installed package, in the replicas too). The questions of bench_stream then go to both versions and both
+dialogue routes in turn, one request at a time, so a noisy machine weighs on both alike. Printed: p50/p95 of
 the client-measured whole reply (/dialogue) and first audio (/dialogue/stream) per version, and the
 after/before ratios.
 """
@@ -31,7 +32,7 @@ from bench.bench_stream import QUESTIONS, Sample, full_reply, left, streamed_rep
 from bench.clips import english_clip, japanese_clip
 
 ROOT = Path(__file__).resolve().parents[1]
-PORT = 8013
+PORTS = {"before": 8013, "after": 8014}
 
 
 @contextmanager
@@ -48,9 +49,9 @@ def source_tree(ref: str | None) -> Iterator[Path]:
 
 
 @contextmanager
-def served(tree: Path, timeout_s: float = 600.0) -> Iterator[str]:
-    """`serve run` of the tree's serve_config.yaml on PORT until the status route answers (bounded)."""
-    config = (tree / "serve_config.yaml").read_text().replace("port: 8000", f"port: {PORT}")
+def served(tree: Path, port: int, timeout_s: float = 600.0) -> Iterator[str]:
+    """`serve run` of the tree's serve_config.yaml on `port` until the status route answers (bounded)."""
+    config = (tree / "serve_config.yaml").read_text().replace("port: 8000", f"port: {port}")
     (tree / ".bench_serve_config.yaml").write_text(config)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     serve = Path(sys.executable).with_name("serve")
@@ -62,7 +63,7 @@ def served(tree: Path, timeout_s: float = 600.0) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{PORT}"
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -85,22 +86,24 @@ def served(tree: Path, timeout_s: float = 600.0) -> Iterator[str]:
         (tree / ".bench_serve_config.yaml").unlink(missing_ok=True)
 
 
-def measure(url: str, requests: int) -> dict[str, dict[str, list[float]]]:
-    """Per question: whole-reply times of /dialogue and first-audio times of /dialogue/stream."""
-    results: dict[str, dict[str, list[float]]] = {}
+def measure(urls: dict[str, str], requests: int) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per version and question: whole-reply times of /dialogue and first-audio times of /dialogue/stream."""
+    results: dict[str, dict[str, dict[str, list[float]]]] = {name: {} for name in urls}
     with httpx.Client(timeout=180) as client:
         for language, question in QUESTIONS:
             clip = japanese_clip(question) if language == "ja" else english_clip(question)
-            full_reply(client, url, clip, language)  # warm the path
-            whole: list[Sample] = []
-            streamed: list[Sample] = []
+            samples: dict[str, dict[str, list[Sample]]] = {name: {"whole": [], "first": []} for name in urls}
+            for url in urls.values():
+                full_reply(client, url, clip, language)  # warm the path
             for _ in range(requests):
-                whole.append(full_reply(client, url, clip, language))
-                streamed.append(streamed_reply(client, url, clip, language))
-            results[f"{language} {question}"] = {
-                "whole": [sample.full_reply_ms for sample in whole],
-                "first": [sample.first_audio_ms for sample in streamed],
-            }
+                for name, url in urls.items():
+                    samples[name]["whole"].append(full_reply(client, url, clip, language))
+                    samples[name]["first"].append(streamed_reply(client, url, clip, language))
+            for name in urls:
+                results[name][f"{language} {question}"] = {
+                    "whole": [sample.full_reply_ms for sample in samples[name]["whole"]],
+                    "first": [sample.first_audio_ms for sample in samples[name]["first"]],
+                }
     return results
 
 
@@ -111,10 +114,12 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="a git ref, e.g. HEAD~3")
     parser.add_argument("--requests", type=int, default=8)
     args = parser.parse_args()
-    measured: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for name, ref in (("before", args.before), ("after", None)):
-        with source_tree(ref) as tree, served(tree) as url:
-            measured[name] = measure(url, args.requests)
+    with (
+        source_tree(args.before) as before_tree,
+        served(before_tree, PORTS["before"]) as before_url,
+        served(ROOT, PORTS["after"]) as after_url,
+    ):
+        measured = measure({"before": before_url, "after": after_url}, args.requests)
     print(f"{'clip':<38}{'metric':<26}{'before p50/p95':>18}{'after p50/p95':>18}{'after/before':>14}")
     for clip in measured["before"]:
         for metric, label in (("whole", "/dialogue whole reply"), ("first", "/stream first audio")):

@@ -34,6 +34,17 @@ def setup_replica(log_transcripts: bool = False) -> None:
     configure_logging(log_transcripts=log_transcripts, request_id_provider=current_request_id)
 
 
+# The model stages' defaults (the profiles restate them): a 2 s health-check period, so Serve notices a dead
+# replica within seconds and /status does too (the check is an RPC; the engine probe only runs when no request
+# proved the engine lately).
+MODEL_STAGE_OPTIONS: dict[str, Any] = {
+    "ray_actor_options": {"num_cpus": 0.5},
+    "max_ongoing_requests": 4,
+    "health_check_period_s": 2,
+    "health_check_timeout_s": 60,
+}
+
+
 class ModelStage(Generic[LiveT]):
     """The part of the STT, LLM and TTS deployments that is not their model: the engine's health (probed
     when no request proved it lately), and live settings applied by `reconfigure` without a restart."""

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,9 @@ from voice_orchestrator.pipeline import DialoguePipeline
 from voice_orchestrator.protocol import EngineInfo
 from voice_orchestrator.settings import IngressSettings, apply_live
 from voice_orchestrator.status import DeploymentView, StatusReporter
+
+logger = logging.getLogger("deployments.ingress")
+STAGE_WATCH_INTERVAL_S = 1.0
 
 
 def _name(value: object) -> str:
@@ -80,6 +85,19 @@ class Orchestrator:
         self._configured = False
         self._state = IngressState(self._dialogues, status, self._conversations)
         self._stop_gauges = keep_gauges_fresh(self._meter, self._dialogues.gauges)
+        threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
+
+    def _watch_stages(self, handles: Mapping[str, DeploymentHandle[Any]]) -> None:
+        """Keep each stage client's view of its deployment fresh (serve.status(), ~50 ms, once a second), so a
+        stage with no running replica is refused at once instead of waited for until the stage timeout."""
+        while not self._stop_gauges.wait(STAGE_WATCH_INTERVAL_S):
+            try:
+                views = deployment_views(handles)
+            except Exception as error:  # the controller is restarting: keep the last view
+                logger.warning("serve.status() failed: %r", error)
+                continue
+            for stage, client in self._stages.items():
+                client.deployment = views.get(stage)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app()

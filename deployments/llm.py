@@ -7,21 +7,14 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from deployments._metrics import ServeMeter
-from deployments._replica import ModelStage, served_stream
+from deployments._replica import MODEL_STAGE_OPTIONS, ModelStage, served_stream
 from voice_orchestrator.engines import create_llm_engine
 from voice_orchestrator.metrics import measured_stream
 from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
 from voice_orchestrator.settings import EngineSettings, StageSettings
 
 
-# A 2 s health-check period: Serve notices a dead replica within seconds, so /status does too (the check is
-# an RPC; the engine probe only runs when no request proved the engine lately).
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=4,
-    health_check_period_s=2,
-    health_check_timeout_s=60,
-)
+@serve.deployment(**MODEL_STAGE_OPTIONS)
 class LanguageModel(ModelStage[StageSettings]):
     live_settings = StageSettings
 

@@ -14,7 +14,7 @@ from typing import Any
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import STAGE_UNAVAILABLE, OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import (
     DecodedAudio,
     EngineInfo,
@@ -24,7 +24,7 @@ from voice_orchestrator.protocol import (
     Transcription,
     Turn,
 )
-from voice_orchestrator.status import CallEvidence
+from voice_orchestrator.status import CallEvidence, DeploymentView
 
 
 class StageClient:
@@ -35,6 +35,19 @@ class StageClient:
         self._stage = stage
         self.retry_after = retry_after
         self.evidence = CallEvidence()
+        # Serve's latest view of the stage's deployment (kept fresh by the ingress): with no running replica a
+        # handle call would wait for one until the stage timeout; refuse at once instead (503, Retry-After).
+        self.deployment: DeploymentView | None = None
+
+    def _check_available(self) -> None:
+        view = self.deployment
+        if view is not None and view.state is not None and view.replica_states.get("RUNNING", 0) == 0:
+            raise OrchestratorError(
+                STAGE_UNAVAILABLE[self._stage],
+                f"The {self._stage.upper()} service is unavailable; retry shortly.",
+                details={"stage": self._stage},
+                retry_after=self.retry_after,
+            )
 
     async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
         result: Transcription = await self._call("transcribe", audio, language)
@@ -45,6 +58,7 @@ class StageClient:
         return result
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        self._check_available()
         started = time.perf_counter()
         deltas: Any = self._handle.options(stream=True).stream.remote(request)
         finished = False
@@ -70,6 +84,7 @@ class StageClient:
         return info
 
     async def _call(self, method: str, *args: Any) -> Any:
+        self._check_available()
         started = time.perf_counter()
         response: Any = getattr(self._handle, method).remote(*args)
         try:

@@ -8,7 +8,7 @@ import asyncio
 from ray import serve
 
 from deployments._metrics import ServeMeter
-from deployments._replica import ModelStage, served
+from deployments._replica import MODEL_STAGE_OPTIONS, ModelStage, served
 from voice_orchestrator.engines import create_tts_engine
 from voice_orchestrator.errors import OrchestratorError
 from voice_orchestrator.metrics import OUTPUT_AUDIO, language_tag
@@ -16,14 +16,7 @@ from voice_orchestrator.protocol import EngineInfo, SpeechAudio, SynthesisReques
 from voice_orchestrator.settings import EngineSettings, SpeechSettings
 
 
-# A 2 s health-check period: Serve notices a dead replica within seconds, so /status does too (the check is
-# an RPC; the engine probe only runs when no request proved the engine lately).
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=4,
-    health_check_period_s=2,
-    health_check_timeout_s=60,
-)
+@serve.deployment(**MODEL_STAGE_OPTIONS)
 class TextToSpeech(ModelStage[SpeechSettings]):
     live_settings = SpeechSettings
 

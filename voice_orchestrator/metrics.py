@@ -89,7 +89,7 @@ LLM_TOKENS_PER_SECOND = MetricSpec(
 LLM_TOKENS = MetricSpec(
     "voice_llm_output_tokens",
     "counter",
-    "Streamed deltas (tokens) produced by the language model.",
+    "Text deltas streamed by the language model (one token each with llama.cpp; vLLM may merge a few).",
     ("engine", "language"),
 )
 # Recorded by the ingress: one dialogue from the first byte received to the reply ready to send.
@@ -113,6 +113,12 @@ DIALOGUES = MetricSpec(
     "Dialogue requests by outcome (served, rejected, client_error, server_error) and error code.",
     ("outcome", "error_code", "language", "mode"),
 )
+REPLIES_CUT = MetricSpec(
+    "voice_replies_cut",
+    "counter",
+    "Spoken replies the reply guard ended early (repetition, digit_run, max_sentences, max_length).",
+    ("reason", "language", "mode"),
+)
 DIALOGUES_IN_FLIGHT = MetricSpec(
     "voice_dialogues_in_flight", "gauge", "Dialogues being processed by this ingress replica."
 )
@@ -132,6 +138,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     DIALOGUE_LATENCY,
     TIME_TO_FIRST_AUDIO,
     DIALOGUES,
+    REPLIES_CUT,
     DIALOGUES_IN_FLIGHT,
     DIALOGUES_LIMIT,
 )

@@ -125,6 +125,8 @@ class StreamMetadata(ProcessingMetadata):
 
     time_to_first_audio_ms: float
     sentences: int
+    # Why the reply guard ended the reply early (repetition, digit_run, max_sentences, max_length), or None.
+    cut_reason: str | None = None
 
 
 class DialogueResult(_ArrayModel):

@@ -77,6 +77,16 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Spoken replies cut by the reply guard, by reason",
+        "reqps",
+        [
+            (
+                f"sum by (reason) (rate(ray_voice_replies_cut_total{{{APP}}}{RATE}))",
+                "{{reason}}",
+            )
+        ],
+    ),
+    (
         "Share of dialogues refused with 429",
         "percentunit",
         [

@@ -73,12 +73,36 @@ class ScriptedLanguageModel:
         return EngineInfo(engine="scripted", model="none")
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.01})
+class BabblingLanguageModel:
+    """A stand-in model that degenerates like the packaged Gemma 270M did on the moon question: one good
+    sentence, then a digit run that would go on to max_tokens. Counts the deltas it was asked for."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        yield "The moon is the largest planet in the solar system. "
+        yield "It is 3"
+        for _ in range(500):
+            self.pulled += 1
+            await asyncio.sleep(0.01)
+            yield "0"
+
+    async def deltas_pulled(self) -> int:
+        return self.pulled
+
+    async def info(self) -> EngineInfo:
+        return EngineInfo(engine="babbling", model="none")
+
+
 def deploy_orchestrator(
     name: str,
     settings: OrchestratorSettings,
     faulty_stage: str | None = None,
     stall_s: float = 0.0,
     scripted_llm: bool | None = None,
+    babbling_llm: bool = False,
 ) -> str:
     """A second real Orchestrator app at /<name>, reusing the main app's stages (and session memory) except
     `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks)."""
@@ -90,6 +114,8 @@ def deploy_orchestrator(
         stages[faulty_stage] = _deployment(FaultyStage).bind(stall_s)
     if scripted_llm is not None:
         stages["llm"] = _deployment(ScriptedLanguageModel).bind(scripted_llm)
+    if babbling_llm:
+        stages["llm"] = _deployment(BabblingLanguageModel).bind()
     conversations = serve.get_deployment_handle("Conversations", app_name="voice")
     ingress = _deployment(Orchestrator).options(ray_actor_options={"num_cpus": 0.01})
     serve.run(

@@ -161,7 +161,7 @@ async def test_stream_speaks_each_sentence_in_order_then_reports() -> None:
 
 async def test_first_audio_comes_while_the_model_is_still_writing() -> None:
     # 10 ms per 2-character delta: the second sentence arrives ~0.1 s after the first.
-    answer = "晴れです。" + "明日は雨が降るでしょう。" * 2
+    answer = "晴れです。明日は雨が降るでしょう。週末は曇りでしょう。"  # three different sentences
     llm = FakeLLM(answer, delay=0.01)
     items = await collect(pipeline(llm, SlowTTS(delay=0.01)).stream(SPEECH, "ja", "r2"))
     done = items[-1]

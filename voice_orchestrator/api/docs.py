@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from voice_orchestrator.api.errors import openapi_error_responses
 from voice_orchestrator.errors import OrchestratorErrorCode
+from voice_orchestrator.pipeline import SESSION_ID
 from voice_orchestrator.protocol import (
     SessionDeleted,
     StatusResponse,
@@ -19,14 +20,29 @@ from voice_orchestrator.protocol import (
     StreamErrorEvent,
     StreamTranscriptEvent,
 )
+from voice_orchestrator.text import WHISPER_LANGUAGES
 
 STREAM_EVENTS = (StreamTranscriptEvent, StreamAudioEvent, StreamDoneEvent, StreamErrorEvent)
 _TEXT_HEADER = {"description": "UTF-8, percent-encoded", "schema": {"type": "string"}}
 _NUMBER_HEADER = {"schema": {"type": "number"}}
 _STRING = {"schema": {"type": "string"}}
+# The input rules as the app applies them (pipeline.normalize_session_id / normalize_language): surrounding
+# whitespace (what Python's str.strip removes) is dropped, an empty value means "absent", the language code is
+# case-insensitive. Patterns are ECMA-262 as OpenAPI asks, so case folding is spelled out letter by letter.
+_SPACE = r"[\s\x1c-\x1f]*"
+_SESSION_ID = SESSION_ID.pattern
+_SESSION_ID_RULE = "1-128 letters, digits, '_', '-', '.' or ':' (surrounding whitespace ignored)"
+_OPTIONAL_SESSION = {
+    "type": "string",
+    "pattern": f"^{_SPACE}({_SESSION_ID})?{_SPACE}$",
+    "description": f"{_SESSION_ID_RULE}; empty = stateless, anything else is a 400 INVALID_REQUEST",
+}
+_LANGUAGE_CODES = "|".join(
+    "".join(f"[{letter}{letter.upper()}]" for letter in code) for code in sorted({*WHISPER_LANGUAGES, "auto"})
+)
 _SESSION_HEADER = {
     "description": "The conversation's id, as sent (form field session_id or this header)",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+    "schema": _OPTIONAL_SESSION,
 }
 # Errors every route can answer with, besides its own (no such route or method, a body past the limit or too
 # slow, the API key, internal errors).
@@ -36,6 +52,8 @@ _ADMIN_ERRORS = (
     OrchestratorErrorCode.UNAUTHORIZED,
     OrchestratorErrorCode.NOT_FOUND,
     OrchestratorErrorCode.METHOD_NOT_ALLOWED,
+    OrchestratorErrorCode.UPLOAD_TIMEOUT,
+    OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
     OrchestratorErrorCode.INTERNAL_ERROR,
 )
 
@@ -55,14 +73,15 @@ _DIALOGUE_FORM: dict[str, Any] = {
                         },
                         "language": {
                             "type": "string",
-                            "description": "Whisper language code (ja, en, ...); absent, empty or 'auto' = "
-                            "detect; anything else is a 400 INVALID_REQUEST",
+                            "pattern": f"^{_SPACE}({_LANGUAGE_CODES})?{_SPACE}$",
+                            "description": "Whisper language code (ja, en, ...; case-insensitive); absent, "
+                            "empty or 'auto' = detect; anything else is a 400 INVALID_REQUEST",
                         },
                         "session_id": {
-                            "type": "string",
-                            "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+                            **_OPTIONAL_SESSION,
                             "description": "Keeps the conversation's last turns as context (also the "
-                            "X-Session-ID header); absent = stateless",
+                            f"X-Session-ID header; this field wins): {_SESSION_ID_RULE}; absent or empty = "
+                            "stateless, anything else is a 400 INVALID_REQUEST",
                         },
                         "voice": {
                             "type": "string",
@@ -138,6 +157,17 @@ SESSION_DOCS: dict[str, Any] = {
     "response_model": SessionDeleted,
     "responses": openapi_error_responses(*_ADMIN_ERRORS),
 }
+# Path parameters the routes take as plain `str` and check themselves: their documented rule (FastAPI's
+# openapi_extra would append a second parameter of the same name, so complete_document replaces it).
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "session_id": {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "description": f"{_SESSION_ID_RULE}; anything else is a 400 INVALID_REQUEST",
+        "schema": {"type": "string", "pattern": f"^{_SPACE}{_SESSION_ID}{_SPACE}$"},
+    }
+}
 STATUS_DOCS: dict[str, Any] = {
     "summary": "Health of every stage",
     "response_model": StatusResponse,
@@ -150,8 +180,9 @@ STATUS_DOCS: dict[str, Any] = {
 
 def complete_document(app: FastAPI) -> None:
     """Make the generated document tell the truth: add the stream's event models to its components (FastAPI
-    only adds models a route declares as its response), so every `$ref` resolves; drop FastAPI's default 422
-    for bad parameters, which this API answers with a 400 INVALID_REQUEST (422 means no speech here)."""
+    only adds models a route declares as its response), so every `$ref` resolves; give path parameters their
+    rule; drop FastAPI's default 422 for bad parameters, which this API answers with a 400 INVALID_REQUEST
+    (422 means no speech here)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -166,6 +197,14 @@ def complete_document(app: FastAPI) -> None:
             components.setdefault(name, schema)
         for operations in document.get("paths", {}).values():
             for operation in operations.values():
+                operation["parameters"] = [
+                    PATH_PARAMETERS.get(parameter["name"], parameter)
+                    if parameter["in"] == "path"
+                    else parameter
+                    for parameter in operation.get("parameters", [])
+                ]
+                if not operation["parameters"]:
+                    del operation["parameters"]
                 default = operation.get("responses", {}).get("422", {})
                 if "HTTPValidationError" in str(default.get("content", "")):
                     del operation["responses"]["422"]

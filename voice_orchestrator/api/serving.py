@@ -31,6 +31,7 @@ from voice_orchestrator.metrics import (
     DIALOGUES,
     DIALOGUES_IN_FLIGHT,
     DIALOGUES_LIMIT,
+    REPLIES_CUT,
     TIME_TO_FIRST_AUDIO,
     Meter,
     MetricSpec,
@@ -183,6 +184,8 @@ class DialogueService:
     def _served(self, meta: StreamMetadata, mode: str, first_audio_ms: float) -> None:
         logger.info("dialogue served", extra={"status_code": 200, "mode": mode, **meta.model_dump()})
         tags = {"language": language_tag(meta.input_language), "mode": mode}
+        if meta.cut_reason is not None:
+            self._meter.record(REPLIES_CUT, 1.0, {**tags, "reason": meta.cut_reason})
         self._meter.record(DIALOGUE_LATENCY, meta.total_ms, tags)
         self._meter.record(TIME_TO_FIRST_AUDIO, first_audio_ms, tags)
         self._meter.record(DIALOGUES, 1.0, {**tags, "outcome": "served", "error_code": "none"})

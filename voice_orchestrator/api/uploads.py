@@ -116,8 +116,9 @@ async def read_dialogue_form(request: Request, limits: UploadLimits) -> Dialogue
             details={"field": "audio"},
         )
     session = _text_field(form, "session_id")
-    voice = (_text_field(form, "voice") or "").strip() or None
-    if voice is not None and len(voice) > 64:
+    raw_voice = _text_field(form, "voice") or ""
+    voice = raw_voice.strip() or None
+    if len(raw_voice) > 64:  # as the spec says: the field as sent
         raise OrchestratorError(
             OrchestratorErrorCode.INVALID_REQUEST, "voice is too long.", details={"field": "voice"}
         )
