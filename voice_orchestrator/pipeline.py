@@ -32,7 +32,7 @@ from voice_orchestrator.protocol import (
     Transcription,
     Turn,
 )
-from voice_orchestrator.sentences import split_stream
+from voice_orchestrator.reply_guard import GuardedReply, ReplyLimits
 from voice_orchestrator.settings import IngressSettings
 from voice_orchestrator.stages import (
     ConversationStage,
@@ -60,7 +60,7 @@ def normalize_language(language: str | None) -> str | None:
     code = language.strip().lower()
     if code in {"", "auto"}:
         return None
-    if code not in WHISPER_LANGUAGES:
+    if not code.isascii() or code not in WHISPER_LANGUAGES:  # "\u212aa".lower() is "ka"
         raise OrchestratorError(
             OrchestratorErrorCode.INVALID_REQUEST,
             f"Unsupported language {language[:16]!r}; use a Whisper language code such as 'ja' or 'en'.",
@@ -163,7 +163,8 @@ class DialoguePipeline:
 
         sentences: asyncio.Queue[str | OrchestratorError | None] = asyncio.Queue()
         llm_timing: dict[str, float] = {}
-        writer = asyncio.create_task(self._write_sentences(request, sentences, llm_timing))
+        guarded = GuardedReply(request.language, ReplyLimits.from_settings(self._settings))
+        writer = asyncio.create_task(self._write_sentences(request, guarded, sentences, llm_timing))
         spoken: list[str] = []
         tts_ms = 0.0
         first_audio_ms: float | None = None
@@ -199,6 +200,18 @@ class DialoguePipeline:
                     await writer
 
         answer = "".join(spoken) if request.language in ("ja", "zh") else " ".join(spoken)
+        if guarded.cut is not None:
+            # The text stays out of the log (personal data): the reason and the size tell what happened.
+            logger.warning(
+                "reply cut by the guard: %s",
+                guarded.cut.value,
+                extra={
+                    "request_id": request_id,
+                    "stage": "llm",
+                    "cut_reason": guarded.cut.value,
+                    "sentences": len(spoken),
+                },
+            )
         await self._remember(session_id, heard, answer)
         yield StreamDoneEvent(
             metadata=StreamMetadata(
@@ -215,22 +228,25 @@ class DialoguePipeline:
                 total_ms=round((time.perf_counter() - started) * 1000.0, 1),
                 time_to_first_audio_ms=round(first_audio_ms or 0.0, 1),
                 sentences=len(spoken),
+                cut_reason=guarded.cut.value if guarded.cut is not None else None,
             )
         )
 
     async def _write_sentences(
         self,
         request: ReplyRequest,
+        guarded: GuardedReply,
         sentences: asyncio.Queue[str | OrchestratorError | None],
         timing: dict[str, float],
     ) -> None:
-        """Stream the model's reply into speakable sentences on the queue; end with None or the error."""
+        """Stream the model's reply into speakable sentences on the queue; end with None or the error. The
+        guard stops pulling (and so stops the model) as soon as the reply degenerates or grows too long."""
         started = time.perf_counter()
         timeout = self._timeouts["llm"]
         soft_split = (self._settings.stream_soft_split_chars, self._settings.stream_first_chunk_chars)
         try:
             async with asyncio.timeout(timeout):
-                async for sentence in split_stream(self._llm.stream(request), *soft_split):
+                async for sentence in guarded.sentences(self._llm.stream(request), *soft_split):
                     speakable = clean_for_speech(sentence)
                     if speakable:
                         await sentences.put(speakable)

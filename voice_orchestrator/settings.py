@@ -42,14 +42,17 @@ class SpeechToTextSettings(BaseModel):
     batch_size: int = Field(default=1, ge=1, le=64)
     beam_size: int = Field(default=1, ge=1)
     vad_filter: bool = True
-    # Clips up to max_fitted_seconds (after VAD) are encoded once, on a mel window of their own frames +
-    # window_margin_frames (10 ms each) rounded up to window_bucket_frames, instead of Whisper's 30 s window, and
-    # the language is detected from that same pass. Off, batch_size > 1 or a longer clip: faster-whisper's
-    # transcribe. bench/bench_stt.py measures the margin against accuracy.
-    fitted_window: bool = True
+    # On: clips up to max_fitted_seconds (after VAD) are encoded once, on a mel window of their own frames +
+    # window_margin_frames (10 ms each) rounded up to window_bucket_frames, instead of Whisper's 30 s window,
+    # and the language is detected from that same pass. Off, batch_size > 1 or a longer clip: faster-whisper's
+    # transcribe. Off by default until bench/bench_stt.py shows no accuracy loss against transcribe.
+    fitted_window: bool = False
     window_margin_frames: int = Field(default=100, ge=0, le=3000)
     window_bucket_frames: int = Field(default=500, ge=2, le=3000)
     max_fitted_seconds: float = Field(default=30.0, gt=0.0, le=30.0)
+    # Below this probability for the language detected on the fitted window, detection (and decoding) use
+    # Whisper's 30 s window instead: single words and thick accents, where a short window guesses worse.
+    window_language_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     # Language detection chooses only among these (e.g. ["ja", "en"]); None = any language Whisper knows.
     # A request's `language` still wins.
     expected_languages: list[str] | None = Field(default=None, min_length=1)
@@ -238,6 +241,11 @@ class IngressSettings(_FromEnvironment):
     stream_soft_split_chars: int = Field(default=40, ge=8)
     # ...and the first chunk may end at a comma sooner: it alone decides when the listener hears anything.
     stream_first_chunk_chars: int = Field(default=10, ge=4)
+    # The reply guard (voice_orchestrator/reply_guard.py): a spoken reply ends at the last complete sentence
+    # once it has this many sentences or this much speech (estimated from its characters per language), and
+    # whenever the model starts repeating itself or reading out a long number.
+    max_reply_sentences: int = Field(default=3, ge=1, le=50)
+    max_reply_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
 
     @model_validator(mode="after")
     def _audio_bounds_in_order(self) -> IngressSettings:

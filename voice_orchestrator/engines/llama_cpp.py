@@ -1,4 +1,5 @@
-"""Language model on CPU with llama.cpp (llama-cpp-python): the packaged Gemma 3 270M or any local GGUF.
+"""Language model on CPU with llama.cpp (llama-cpp-python): a packaged model (Gemma 3 270M, SmolLM2-135M) or
+any local GGUF.
 
 llama.cpp is neither thread-safe nor async, so every generation runs on one dedicated worker thread and its
 tokens are handed to the event loop through a queue: the replica keeps answering health checks while it
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from voice_orchestrator.engines.assets import packaged_gemma_270m
+from voice_orchestrator.engines.assets import packaged_gemma_270m, packaged_smollm2_135m
 from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt
 from voice_orchestrator.protocol import EngineInfo, ReplyRequest
 from voice_orchestrator.settings import LanguageModelSettings
@@ -31,6 +32,11 @@ class _Failure:
 
 _END = object()
 
+_PACKAGED_NAMES = {
+    "gemma-3-270m": "gemma-3-270m Q4_K_M (packaged)",
+    "smollm2-135m-instruct": "smollm2-135m-instruct Q4_1 (packaged)",
+}
+
 
 class LlamaCppEngine:
     def __init__(self, settings: LanguageModelSettings, cache_dir: Path) -> None:
@@ -42,7 +48,12 @@ class LlamaCppEngine:
             raise MissingDependencyError("llama-cpp", "llama-cpp-python", "embedded") from None
 
         packaged = settings.model_path is None
-        model_path = settings.model_path or packaged_gemma_270m(cache_dir)
+        if settings.model_path is not None:
+            model_path = settings.model_path
+        elif settings.packaged_model == "smollm2-135m-instruct":
+            model_path = packaged_smollm2_135m()
+        else:
+            model_path = packaged_gemma_270m(cache_dir)
         logger.info(
             "loading GGUF model %s (n_ctx=%d, threads=%d)",
             model_path,
@@ -59,16 +70,17 @@ class LlamaCppEngine:
         )
         logger.info("GGUF model loaded in %.1f s", time.perf_counter() - started)
         has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
+        base_model = packaged and settings.packaged_model == "gemma-3-270m"
         if settings.prompt_style == "auto":
             # The packaged Gemma 270M is a base model: its GGUF carries a template it was never tuned for.
-            self._chat = has_template and not packaged
+            self._chat = has_template and not base_model
         else:
             self._chat = settings.prompt_style == "chat"
         self._settings = settings
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self.info = EngineInfo(
             engine="llama-cpp",
-            model="gemma-3-270m Q4_K_M (packaged)" if packaged else model_path.name,
+            model=_PACKAGED_NAMES[settings.packaged_model] if packaged else model_path.name,
             extra={"prompt_style": "chat" if self._chat else "few-shot"},
         )
 
@@ -76,6 +88,7 @@ class LlamaCppEngine:
         common: dict[str, Any] = {
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
+            "repeat_penalty": self._settings.repetition_penalty,
             "stream": True,
         }
         if self._chat:
@@ -95,6 +108,10 @@ class LlamaCppEngine:
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield str(text)
+
+    def count_tokens(self, text: str) -> int:
+        """The model's own token count (usage figures), without BOS or special-token parsing."""
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

@@ -46,6 +46,10 @@ class VLLMEngine:
             from voice_orchestrator.engines import MissingDependencyError
 
             raise MissingDependencyError("vllm", "vllm", "gpu") from None
+        from voice_orchestrator.engines.cuda import vllm_no_device_message
+
+        if (no_device := vllm_no_device_message()) is not None:
+            raise RuntimeError(no_device)
 
         engine_args: dict[str, Any] = {
             "model": settings.model,
@@ -88,6 +92,10 @@ class VLLMEngine:
         )
         return prompt
 
+    def count_tokens(self, text: str) -> int:
+        """The model's own token count (usage figures), without special tokens."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
     async def _engine_input(self, prompt: str, chat: bool) -> Any:
         renderer = self._engine.renderer
         # A chat template writes its own special tokens (BOS included): the tokenizer must not add more.
@@ -101,6 +109,7 @@ class VLLMEngine:
         params = self._sampling(
             max_tokens=max_tokens,
             temperature=self._settings.temperature,
+            repetition_penalty=self._settings.repetition_penalty,
             stop=stop,
             output_kind=self._delta,
         )
