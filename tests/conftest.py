@@ -20,7 +20,7 @@ import pytest
 TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024, "status_cache_seconds": 0.5}
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
     # free now could be handed to another socket before Serve's proxy binds it.
     ports: list[int] = []
@@ -39,7 +39,7 @@ def _free_ports(count: int) -> list[int]:
 @pytest.fixture(scope="session")
 def cluster_ports() -> tuple[int, int]:
     """(Serve's HTTP port, Ray's Prometheus metrics port)."""
-    http_port, metrics_port = _free_ports(2)
+    http_port, metrics_port = free_ports(2)
     return http_port, metrics_port
 
 

@@ -55,8 +55,9 @@ class ScriptedLanguageModel:
     """A stand-in model that says how many earlier turns it was given, so a test can see the history reach
     it; with `fail_after_first`, it breaks after streaming its first sentence (a model dying mid-reply)."""
 
-    def __init__(self, fail_after_first: bool = False) -> None:
+    def __init__(self, fail_after_first: bool = False, pause_s: float = 0.2) -> None:
         self._fail_after_first = fail_after_first
+        self._pause_s = pause_s
 
     async def reply(self, request: ReplyRequest) -> Reply:
         text = "".join([delta async for delta in self.stream(request)])
@@ -64,7 +65,7 @@ class ScriptedLanguageModel:
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         yield f"I remember {len(request.history)} turns. "
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(self._pause_s)
         if self._fail_after_first:
             raise RuntimeError("injected engine failure")
         yield "That is all for now."
@@ -103,6 +104,7 @@ def deploy_orchestrator(
     stall_s: float = 0.0,
     scripted_llm: bool | None = None,
     babbling_llm: bool = False,
+    scripted_pause_s: float = 0.2,
 ) -> str:
     """A second real Orchestrator app at /<name>, reusing the main app's stages (and session memory) except
     `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks)."""
@@ -113,7 +115,7 @@ def deploy_orchestrator(
     if faulty_stage is not None:
         stages[faulty_stage] = _deployment(FaultyStage).bind(stall_s)
     if scripted_llm is not None:
-        stages["llm"] = _deployment(ScriptedLanguageModel).bind(scripted_llm)
+        stages["llm"] = _deployment(ScriptedLanguageModel).bind(scripted_llm, scripted_pause_s)
     if babbling_llm:
         stages["llm"] = _deployment(BabblingLanguageModel).bind()
     conversations = serve.get_deployment_handle("Conversations", app_name="voice")

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from tests.integration.faults import deploy_orchestrator
+from tests.integration.faults import deploy_orchestrator, kill_replica
 from tests.integration.http import DIALOGUE, assert_error, get_status
 from voice_orchestrator.protocol import (
     StreamAudioEvent,
@@ -117,6 +117,29 @@ def test_a_model_failing_mid_stream_ends_with_a_typed_error_event(
     assert error.request_id == response.headers["x-request-id"]
     assert error.retry_after is not None
     assert "injected" not in error.message
+
+
+def test_the_model_replica_killed_mid_stream_ends_with_a_typed_error_event(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    """Not an exception in the model: its replica process dies while the reply streams (a crash, an OOM kill).
+    The sentence already spoken stays; the stream ends with the LLM stage's typed error, never cut."""
+    prefix = deploy_orchestrator(
+        "llm-killed", OrchestratorSettings(), scripted_llm=False, scripted_pause_s=30.0
+    )
+    files = {"audio": ("question.wav", english_question[0], "application/octet-stream")}
+    events: list[dict[str, Any]] = []
+    with httpx.stream("POST", base_url + prefix + STREAM, files=files, timeout=180) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.strip():
+                events.append(json.loads(line))
+                if events[-1]["type"] == "audio":  # the model is now pausing before its second sentence
+                    kill_replica("ScriptedLanguageModel", app="llm-killed")
+    assert [event["type"] for event in events] == ["transcript", "audio", "error"]
+    error = StreamErrorEvent.model_validate(events[-1])
+    assert error.error_code == "LLM_SERVICE_UNAVAILABLE"
+    assert error.retry_after is not None
 
 
 def test_a_session_carries_context_and_can_be_forgotten(

@@ -21,11 +21,9 @@ import contextlib
 import json
 import multiprocessing
 import os
-import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import free_ports
 from voice_orchestrator.protocol import ErrorBody, StatusResponse
 
 pytestmark = pytest.mark.skipif(
@@ -64,21 +63,6 @@ LOAD_CLIENTS = 3
 LOAD_MAX_REQUESTS = 40
 DIALOGUE = "/api/orchestrator/dialogue"
 STATUS = "/api/orchestrator/status"
-
-
-def _free_ports(count: int) -> list[int]:
-    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+).
-    ports: list[int] = []
-    for port in random.sample(range(20_000, 30_000), 400):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports in 20000-29999")
 
 
 def _own_pids(marker: str) -> list[int]:
@@ -117,7 +101,7 @@ class LocalCluster:
     """A Ray cluster of `ray start` nodes on this machine, each with its own temp dir under `root`."""
 
     root: Path
-    gcs_port: int = field(default_factory=lambda: _free_ports(1)[0])
+    gcs_port: int = field(default_factory=lambda: free_ports(1)[0])
 
     @property
     def address(self) -> str:
@@ -128,7 +112,7 @@ class LocalCluster:
         errors = []
         for _ in range(START_ATTEMPTS):
             if head:
-                self.gcs_port = _free_ports(1)[0]
+                self.gcs_port = free_ports(1)[0]
             done = subprocess.run(
                 self._start_command(name, num_cpus, resources, head),
                 env=_ray_env(self.root),
@@ -146,7 +130,7 @@ class LocalCluster:
     def _start_command(
         self, name: str, num_cpus: float, resources: dict[str, float], head: bool
     ) -> list[str]:
-        ports = _free_ports(8)
+        ports = free_ports(8)
         command = [
             str(RAY),
             "start",
@@ -344,7 +328,7 @@ def test_losing_the_stage_node_keeps_the_contract_and_recovers(
     cluster: LocalCluster, japanese_question: tuple[bytes, str]
 ) -> None:
     clip = japanese_question[0]
-    http_port = _free_ports(1)[0]
+    http_port = free_ports(1)[0]
     url = f"http://127.0.0.1:{http_port}"
     cluster.start_node("head", num_cpus=1, resources={INGRESS_RESOURCE: 10}, head=True)
     cluster.start_node("stage-a", num_cpus=2, resources={STAGE_RESOURCE: 10})

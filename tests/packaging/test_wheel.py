@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 import zipfile
@@ -25,6 +23,7 @@ import httpx
 import pytest
 
 from bench.clips import japanese_clip
+from tests.conftest import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT_S = 1200  # a cold pip cache compiles llama-cpp-python (≈ 7 min on 2 cores)
@@ -35,18 +34,6 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("VOICE_WHEEL_TEST") != "1",
     reason="builds, installs and serves the wheel in a fresh venv (≈ 3 min): run by `make test-wheel`",
 )
-
-
-def _free_port() -> int:
-    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+).
-    for port in random.sample(range(20_000, 30_000), 100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 def _clean_env() -> dict[str, str]:
@@ -144,7 +131,7 @@ def served(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> It
     """`voice-orchestrator serve` (embedded profile) from an empty directory; its URL once /status answers."""
     venv = installed.venv
     run_dir = tmp_path_factory.mktemp("run")
-    port = _free_port()
+    port = free_ports(1)[0]
     log = run_dir / "serve.log"
     with log.open("w") as output:
         server = subprocess.Popen(
