@@ -240,7 +240,9 @@ def analyse(recording: Recording, args: argparse.Namespace, speaker: Speaker | N
     for language, question, deltas in recording.answers:
         raw = clean_for_speech("".join(delta for _, delta in deltas))
         guard, guarded_ms = replay(deltas, language, limits, args)
-        guarded = clean_for_speech(guard.text)
+        # Cleaned chunk by chunk, as the pipeline speaks them ("2. Pour…" loses its list number).
+        joiner = "" if language == "ja" else " "
+        guarded = joiner.join(filter(None, (clean_for_speech(chunk) for chunk in guard.accepted)))
         seconds = speaker.seconds(guarded, language) if speaker else estimated_seconds(guarded, language)
         answer = Answer(
             language,
