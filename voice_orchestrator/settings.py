@@ -90,10 +90,6 @@ class LanguageModelSettings(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     # Penalises tokens already in the context (llama.cpp repeat_penalty, vLLM repetition_penalty); 1.0 = off.
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
-    # The reply guard (voice_orchestrator.reply_guard): at most this many spoken sentences and this much
-    # speech; a reply that goes on, or repeats itself, ends at its last good sentence.
-    max_reply_sentences: int = Field(default=3, ge=1, le=20)
-    max_reply_seconds: float = Field(default=10.0, gt=0.0, le=120.0)
     context_size: int = Field(default=2048, ge=256)
     threads: int = Field(default=2, ge=1)
     seed: int = 0

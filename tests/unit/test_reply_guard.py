@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from voice_orchestrator.reply_guard import CutReason, GuardedReply, ReplyLimits, guard_text
-from voice_orchestrator.settings import LanguageModelSettings
+from voice_orchestrator.settings import IngressSettings
 
 MOON = (
     "The moon is the largest planet in the solar system. It is "
@@ -236,7 +236,7 @@ def test_guard_text_on_a_whole_reply() -> None:
 
 
 def test_limits_from_settings_and_validation() -> None:
-    settings = LanguageModelSettings(max_reply_sentences=2, max_reply_seconds=6.0)
+    settings = IngressSettings(max_reply_sentences=2, max_reply_seconds=6.0)  # live settings of the ingress
     limits = ReplyLimits.from_settings(settings)
     assert (limits.max_sentences, limits.max_reply_seconds) == (2, 6.0)
     with pytest.raises(ValueError, match="positive"):
