@@ -65,9 +65,14 @@ class SentenceSplitter:
                     end += 1
                 # At the buffer's end the run may go on in the next delta ("。" then "」"): wait for it.
                 return end if end < len(text) else None
-            if char in SOFT_ENDS and soft_split <= index + 1 < len(text):
+            if char in SOFT_ENDS and soft_split <= index + 1 < len(text) and not self._in_number(index):
                 return index + 1
         return None
+
+    def _in_number(self, index: int) -> bool:
+        """A comma between digits groups thousands ("12,345"): it is no pause."""
+        text = self._buffer
+        return 0 < index < len(text) - 1 and text[index - 1].isdigit() and text[index + 1].isdigit()
 
     def _period_ends_sentence(self, index: int) -> bool:
         text = self._buffer

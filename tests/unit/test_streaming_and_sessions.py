@@ -85,6 +85,15 @@ def test_the_first_chunk_may_end_at_an_earlier_comma_than_the_rest() -> None:
     assert splitter.feed("In the morning, it will") == ["In the morning,"]
 
 
+def test_a_comma_inside_a_number_is_no_pause() -> None:
+    # Streamed as a model writes it: "12," arrives before "345" (the comma waits for what follows).
+    splitter = SentenceSplitter(soft_split_chars=40, first_soft_split_chars=10)
+    deltas = ["Mount Everest is about 29,", "032 feet tall, and K2", " is second."]
+    chunks = [chunk for delta in deltas for chunk in splitter.feed(delta)] + splitter.flush()
+    assert chunks == ["Mount Everest is about 29,032 feet tall,", "and K2 is second."]
+    assert split(["人口は約14,000,000人で、とても多いです。"], soft=5) == ["人口は約14,000,000人で、", "とても多いです。"]
+
+
 async def test_the_first_spoken_chunk_follows_the_first_chunk_setting() -> None:
     reply = "東京は日本の首都で、人口がとても多いです。"
     tts = SlowTTS()
