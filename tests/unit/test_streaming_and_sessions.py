@@ -91,7 +91,8 @@ def test_a_comma_inside_a_number_is_no_pause() -> None:
     deltas = ["Mount Everest is about 29,", "032 feet tall, and K2", " is second."]
     chunks = [chunk for delta in deltas for chunk in splitter.feed(delta)] + splitter.flush()
     assert chunks == ["Mount Everest is about 29,032 feet tall,", "and K2 is second."]
-    assert split(["人口は約14,000,000人で、とても多いです。"], soft=5) == ["人口は約14,000,000人で、", "とても多いです。"]
+    population = "人口は約14,000,000人で、とても多いです。"
+    assert split([population], soft=5) == ["人口は約14,000,000人で、", "とても多いです。"]
 
 
 async def test_the_first_spoken_chunk_follows_the_first_chunk_setting() -> None:
