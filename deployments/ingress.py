@@ -16,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments._metrics import ServeMeter, keep_gauges_fresh
 from deployments._replica import setup_replica
 from deployments.stage_client import ConversationsClient, StageClient
+from voice_orchestrator.api.openai.router import OpenAIServices
 from voice_orchestrator.api.router import IngressState, create_app
 from voice_orchestrator.api.serving import DialogueService
 from voice_orchestrator.pipeline import DialoguePipeline
@@ -83,7 +84,11 @@ class Orchestrator:
             self._engine_info,
         )
         self._configured = False
-        self._state = IngressState(self._dialogues, status, self._conversations)
+        stages = self._stages
+        openai = OpenAIServices.build(
+            self._dialogues, self._meter, self._engine_info, stages["stt"], stages["llm"], stages["tts"]
+        )
+        self._state = IngressState(self._dialogues, status, self._conversations, openai=openai)
         self._stop_gauges = keep_gauges_fresh(self._meter, self._dialogues.gauges)
         threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
 

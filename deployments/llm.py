@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ray import serve
 
 from deployments._metrics import ServeMeter
 from deployments._replica import MODEL_STAGE_OPTIONS, ModelStage, served_stream
-from voice_orchestrator.engines import create_llm_engine
+from voice_orchestrator.engines import LanguageModelEngine, create_llm_engine
 from voice_orchestrator.metrics import measured_stream
-from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
+from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest, TokenUsage
 from voice_orchestrator.settings import EngineSettings, StageSettings
 
 
@@ -40,6 +41,13 @@ class LanguageModel(ModelStage[StageSettings]):
         """Text deltas as generated; call through `handle.options(stream=True)`."""
         async for delta in self._deltas(request):
             yield delta
+
+    async def usage(self, request: ReplyRequest, completion: str) -> TokenUsage:
+        """The tokens of a request's prompt and of its reply, counted by the model answering its language."""
+        route: Any = getattr(self._engine, "engine_for", None)
+        engine: LanguageModelEngine = route(request.language) if route is not None else self._engine
+        prompt, written = engine.prompt_tokens(request), engine.count_tokens(completion)
+        return TokenUsage(prompt_tokens=prompt, completion_tokens=written, total_tokens=prompt + written)
 
     async def info(self) -> EngineInfo:
         return self._engine.info

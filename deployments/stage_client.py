@@ -21,6 +21,7 @@ from voice_orchestrator.protocol import (
     ReplyRequest,
     SpeechAudio,
     SynthesisRequest,
+    TokenUsage,
     Transcription,
     Turn,
 )
@@ -73,6 +74,10 @@ class StageClient:
                 self.evidence.success((time.perf_counter() - started) * 1000.0)
             else:  # the client left, a timeout fired, TTS failed or the model did: stop generating
                 deltas.cancel()
+
+    async def usage(self, request: ReplyRequest, completion: str) -> TokenUsage:
+        result: TokenUsage = await self._call("usage", request, completion)
+        return result
 
     async def info(self, wait_s: float) -> EngineInfo:
         response: Any = self._handle.info.remote()

@@ -23,13 +23,19 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorErrorCode
+from voice_orchestrator.errors import (
+    HTTP_STATUS,
+    RETRYABLE,
+    OrchestratorErrorCode,
+    is_openai_path,
+    openai_error,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -116,12 +122,15 @@ class EdgeError:
     details: dict[str, Any] | None = None
     retry_after: int | None = None
     status: int | None = None  # None: the code's status in the one table
+    openai: bool = False  # a `/v1` route: OpenAI's error shape
 
     @property
     def http_status(self) -> int:
         return self.status if self.status is not None else HTTP_STATUS[self.code]
 
     def body(self) -> dict[str, Any]:
+        if self.openai:
+            return openai_error(self.code.value, self.message, self.details, self.http_status)
         # The fields of voice_orchestrator.protocol.ErrorBody, without importing pydantic models here.
         return {
             "error_code": self.code.value,
@@ -279,13 +288,16 @@ class EdgeMiddleware:
         )
         if screened.problem is not None:
             logger.info("edge: refused request %s: %s", screened.request_id, screened.problem.message)
-            await _refuse(scope, send, screened.problem)
+            await _refuse(
+                scope, send, replace(screened.problem, openai=is_openai_path(scope.get("path", "")))
+            )
             return
         scope = {**scope, "headers": screened.headers}
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        await _Exchange(screened.request_id, send).run(self.app, scope, receive)
+        exchange = _Exchange(screened.request_id, send, openai=is_openai_path(scope.get("path", "")))
+        await exchange.run(self.app, scope, receive)
 
 
 async def _refuse(scope: Scope, send: Send, error: EdgeError) -> None:
@@ -311,9 +323,10 @@ async def _refuse(scope: Scope, send: Send, error: EdgeError) -> None:
 class _Exchange:
     """One HTTP request/response through the edge."""
 
-    def __init__(self, request_id: str, send: Send) -> None:
+    def __init__(self, request_id: str, send: Send, *, openai: bool = False) -> None:
         self.request_id = request_id
         self._send = send
+        self.openai = openai
         self.body_complete = False  # the whole request body arrived
         self.disconnected = False
         self.started = False  # a response start went to the client
@@ -387,7 +400,7 @@ class _Exchange:
     async def _send_error(
         self, error: EdgeError, extra_headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        body = error.json_bytes()
+        body = replace(error, openai=self.openai).json_bytes()
         headers = (extra_headers or []) + error.headers(body)
         self.started = True
         await self._send({"type": "http.response.start", "status": error.http_status, "headers": headers})

@@ -16,6 +16,7 @@ class OrchestratorErrorCode(StrEnum):
     INVALID_REQUEST = "INVALID_REQUEST"
     UNAUTHORIZED = "UNAUTHORIZED"
     NOT_FOUND = "NOT_FOUND"
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     UPLOAD_TIMEOUT = "UPLOAD_TIMEOUT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -36,6 +37,7 @@ HTTP_STATUS: dict[OrchestratorErrorCode, int] = {
     OrchestratorErrorCode.INVALID_REQUEST: 400,
     OrchestratorErrorCode.UNAUTHORIZED: 401,
     OrchestratorErrorCode.NOT_FOUND: 404,
+    OrchestratorErrorCode.MODEL_NOT_FOUND: 404,
     OrchestratorErrorCode.METHOD_NOT_ALLOWED: 405,
     OrchestratorErrorCode.UPLOAD_TIMEOUT: 408,
     OrchestratorErrorCode.PAYLOAD_TOO_LARGE: 413,
@@ -66,6 +68,40 @@ STAGE_UNAVAILABLE: dict[str, OrchestratorErrorCode] = {
     "llm": OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
     "tts": OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,
 }
+
+
+# The OpenAI-compatible routes (`/v1/...`) answer the same errors in OpenAI's shape, so its SDKs raise their
+# typed exceptions (chosen by HTTP status): `code` is our error code, `type` OpenAI's error type.
+OPENAI_PREFIX = "/v1"
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def is_openai_path(path: str) -> bool:
+    return path == OPENAI_PREFIX or path.startswith(f"{OPENAI_PREFIX}/")
+
+
+def openai_error_type(status: int) -> str:
+    return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def openai_error(
+    code: str, message: str, details: dict[str, Any] | None, status: int
+) -> dict[str, dict[str, str | None]]:
+    """`{"error": {"message", "type", "param", "code"}}`; `param` is the request field at fault, if one is."""
+    field = (details or {}).get("field")
+    return {
+        "error": {
+            "message": message,
+            "type": openai_error_type(status),
+            "param": field if isinstance(field, str) else None,
+            "code": code,
+        }
+    }
 
 
 class OrchestratorError(Exception):

@@ -19,6 +19,7 @@ EXTRA_FIELDS = (
     "error_code",
     "status_code",
     "mode",
+    "route",
     "duration_ms",
     "stt_ms",
     "llm_ms",

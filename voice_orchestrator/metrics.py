@@ -127,6 +127,21 @@ DIALOGUES_LIMIT = MetricSpec(
     "gauge",
     "max_concurrent_dialogues of this ingress replica: beyond it requests get 429.",
 )
+# Recorded by the ingress for the OpenAI-compatible routes (`/v1/...`); `route` is the route's short name
+# (models, speech, voices, transcriptions, chat).
+OPENAI_REQUESTS = MetricSpec(
+    "voice_openai_requests",
+    "counter",
+    "OpenAI-compatible (/v1) requests by route, outcome (served/rejected/client_error/server_error), code.",
+    ("route", "outcome", "error_code"),
+)
+OPENAI_LATENCY = MetricSpec(
+    "voice_openai_latency_ms",
+    "histogram",
+    "Time of a served OpenAI-compatible (/v1) request, to its last byte, in milliseconds.",
+    ("route",),
+    LATENCY_MS_BUCKETS,
+)
 
 ALL_METRICS: tuple[MetricSpec, ...] = (
     STAGE_LATENCY,
@@ -141,6 +156,8 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     REPLIES_CUT,
     DIALOGUES_IN_FLIGHT,
     DIALOGUES_LIMIT,
+    OPENAI_REQUESTS,
+    OPENAI_LATENCY,
 )
 
 

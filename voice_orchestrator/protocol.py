@@ -43,11 +43,33 @@ class Turn(BaseModel):
     assistant: str
 
 
+class ChatMessage(BaseModel):
+    """One message of a conversation written by an API client (the OpenAI chat route)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
 class ReplyRequest(BaseModel):
     text: str
     language: str
     # Earlier turns of the same session, oldest first (empty without a session).
     history: list[Turn] = Field(default_factory=list)
+    # The OpenAI chat route: the whole conversation as the client wrote it (its own system prompt, if any),
+    # instead of `text` + `history` + our prompt; and per-request bounds. None = the engine's settings (the
+    # dialogue routes set none of these).
+    messages: list[ChatMessage] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    stop: list[str] = Field(default_factory=list)
+
+
+class TokenUsage(BaseModel):
+    """Tokens of one reply, counted by the model that wrote it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
 
 
 class Reply(BaseModel):

@@ -204,8 +204,18 @@ class SessionSettings(_FromEnvironment):
     max_sessions: int = Field(default=10_000, ge=1)
 
 
-class IngressSettings(_FromEnvironment):
-    """Orchestrator: admission, limits, timeouts, streaming, status and logging."""
+class OpenAIRouteSettings(_FromEnvironment):
+    """Orchestrator, the OpenAI-compatible routes (`/v1/...`): their own bounds (the rest is shared with the
+    dialogue routes: API key, admission, upload limits, stage timeouts)."""
+
+    # POST /v1/audio/speech: the longest `input`, in characters (OpenAI's own limit is 4096).
+    max_speech_input_chars: int = Field(default=4096, ge=1, le=100_000)
+    # POST /v1/chat/completions: the most tokens a reply may have, and the bound when a request sets none.
+    max_chat_tokens: int = Field(default=512, ge=1, le=32_768)
+
+
+class IngressSettings(OpenAIRouteSettings):
+    """Orchestrator: admission, limits, timeouts, streaming, status and logging (and the /v1 bounds)."""
 
     min_audio_seconds: float = Field(default=0.5, ge=0.0)
     max_audio_seconds: float = Field(default=60.0, gt=0.0)

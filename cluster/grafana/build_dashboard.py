@@ -33,6 +33,21 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [(f"sum by (outcome) (rate(ray_voice_dialogues_total{{{APP}}}{RATE}))", "{{outcome}}")],
     ),
     (
+        "OpenAI-compatible (/v1) requests per second by route and outcome",
+        "reqps",
+        [
+            (
+                f"sum by (route, outcome) (rate(ray_voice_openai_requests_total{{{APP}}}{RATE}))",
+                "{{route}} {{outcome}}",
+            )
+        ],
+    ),
+    (
+        "OpenAI-compatible (/v1) latency p50 / p95 by route",
+        "ms",
+        quantiles("ray_voice_openai_latency_ms", "route", "{{route}}"),
+    ),
+    (
         "HTTP requests per second (Serve proxy)",
         "reqps",
         [

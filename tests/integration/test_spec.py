@@ -36,6 +36,10 @@ CONFIG: dict[str, Any] = {
 }
 
 schema = schemathesis.openapi.from_path(COMMITTED, config=SchemathesisConfig.from_dict(CONFIG))
+# The OpenAI-compatible routes that run a model take seconds per example and refuse, for reasons a schema
+# cannot say, much that it allows (a voice that cannot read the text, an unknown model id): they are tested
+# with the official client instead (tests/integration/test_openai_*.py); their listings stay in the fast one.
+OPENAI_MODEL_RUNS = "^/v1/(audio/speech|audio/transcriptions|chat/completions)$"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def live_url(base_url: str) -> str:
     return base_url
 
 
-@schema.exclude(path_regex=DIALOGUE_PATHS).parametrize()
+@schema.exclude(path_regex=DIALOGUE_PATHS).exclude(path_regex=OPENAI_MODEL_RUNS).parametrize()
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 def test_status_and_sessions_tell_the_truth(case: schemathesis.Case[Any], live_url: str) -> None:
     case.call_and_validate(base_url=live_url)

@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic.json_schema import models_json_schema
 
 from voice_orchestrator.api.errors import openapi_error_responses
+from voice_orchestrator.api.openai.docs import DOCUMENTED_MODELS
 from voice_orchestrator.errors import OrchestratorErrorCode
 from voice_orchestrator.pipeline import SESSION_ID
 from voice_orchestrator.protocol import (
@@ -190,7 +191,9 @@ def complete_document(app: FastAPI) -> None:
             return app.openapi_schema
         document = generate()
         _, schemas = models_json_schema(
-            [(event, "serialization") for event in STREAM_EVENTS], ref_template="#/components/schemas/{model}"
+            [(event, "serialization") for event in STREAM_EVENTS]
+            + [(model, "validation") for model in DOCUMENTED_MODELS],
+            ref_template="#/components/schemas/{model}",
         )
         components = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in schemas.get("$defs", {}).items():

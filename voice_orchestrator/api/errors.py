@@ -11,7 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import (
+    HTTP_STATUS,
+    RETRYABLE,
+    OrchestratorError,
+    OrchestratorErrorCode,
+    is_openai_path,
+    openai_error,
+)
 from voice_orchestrator.protocol import ErrorBody
 
 logger = logging.getLogger("voice_orchestrator.api")
@@ -48,12 +55,29 @@ def error_body(error: OrchestratorError, request_id: str) -> ErrorBody:
     )
 
 
-def error_response(body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    body: ErrorBody, headers: dict[str, str] | None = None, *, openai: bool = False
+) -> JSONResponse:
+    """The error as a response: the contract's body, or OpenAI's shape (`openai`: the `/v1` routes), with the
+    same status and `Retry-After`."""
     extra = dict(headers or {})
     if body.retry_after is not None:
         extra["Retry-After"] = str(body.retry_after)
     status = HTTP_STATUS[OrchestratorErrorCode(body.error_code)]
+    if openai:
+        content = openai_error(body.error_code, body.message, body.details, status)
+        return JSONResponse(content, status_code=status, headers=extra)
     return JSONResponse(body.model_dump(), status_code=status, headers=extra)
+
+
+def route_path(request: Request) -> str:
+    """The request's path inside the app (an app served under a route prefix sees it as its root_path)."""
+    path, root = request.url.path, str(request.scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _respond(request: Request, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return error_response(body, headers, openai=is_openai_path(route_path(request)))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -62,7 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OrchestratorError)
     async def _ours(request: Request, error: OrchestratorError) -> JSONResponse:
-        return error_response(error_body(error, request_id_of(request)))
+        return _respond(request, error_body(error, request_id_of(request)))
 
     @app.exception_handler(HTTPException)
     async def _starlette(request: Request, error: HTTPException) -> JSONResponse:
@@ -71,7 +95,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if code is OrchestratorErrorCode.METHOD_NOT_ALLOWED:
             message = f"{request.method} is not allowed on {request.url.path[:200]}."
         body = error_body(OrchestratorError(code, message), request_id_of(request))
-        return error_response(body, dict(error.headers or {}))
+        return _respond(request, body, dict(error.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -81,7 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "The request's parameters are invalid.",
             details={"fields": fields},
         )
-        return error_response(error_body(refused, request_id_of(request)))
+        return _respond(request, error_body(refused, request_id_of(request)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -91,7 +115,7 @@ def install_error_handlers(app: FastAPI) -> None:
             exc_info=error,
             extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
         )
-        return error_response(error_body(internal_error(), request_id))
+        return _respond(request, error_body(internal_error(), request_id))
 
 
 def openapi_error_responses(*codes: OrchestratorErrorCode) -> dict[int | str, dict[str, Any]]:

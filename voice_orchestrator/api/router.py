@@ -18,6 +18,8 @@ from voice_orchestrator.api.docs import (
     complete_document,
 )
 from voice_orchestrator.api.errors import install_error_handlers
+from voice_orchestrator.api.openai.router import OpenAIServices
+from voice_orchestrator.api.openai.router import router as openai_router
 from voice_orchestrator.api.serving import DialogueService
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.pipeline import normalize_session_id
@@ -40,6 +42,8 @@ class IngressState:
     status: StatusReporter
     conversations: ConversationStage | None
     page: str = PAGE.read_text(encoding="utf-8") if PAGE.is_file() else "<h1>voice-orchestrator</h1>"
+    # The OpenAI-compatible routes' services (`/v1/...`); None: those routes answer 503.
+    openai: OpenAIServices | None = None
 
 
 router = APIRouter()
@@ -106,5 +110,6 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_router)
     complete_document(app)
     return app

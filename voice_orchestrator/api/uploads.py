@@ -57,8 +57,8 @@ def _too_slow(limits: UploadLimits, received: int, elapsed: float) -> Orchestrat
     )
 
 
-async def read_form(request: Request, limits: UploadLimits) -> FormData:
-    """Parse the multipart body within the byte limit and the read deadline."""
+def limited_request(request: Request, limits: UploadLimits) -> Request:
+    """The request, its body read within the byte limit and the read deadline (413 / 408 as it arrives)."""
     too_large = OrchestratorError(
         OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
         f"The upload exceeds the {limits.max_bytes} byte limit.",
@@ -87,7 +87,12 @@ async def read_form(request: Request, limits: UploadLimits) -> FormData:
                 raise too_large
         return message
 
-    limited = Request(request.scope, guarded_receive)
+    return Request(request.scope, guarded_receive)
+
+
+async def read_form(request: Request, limits: UploadLimits) -> FormData:
+    """Parse the multipart body within the byte limit and the read deadline."""
+    limited = limited_request(request, limits)
     try:
         return await limited.form(max_files=1, max_fields=8)
     except OrchestratorError:

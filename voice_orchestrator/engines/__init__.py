@@ -41,6 +41,10 @@ class LanguageModelEngine(Protocol):
         """How many tokens of this model's tokenizer `text` is (usage accounting)."""
         ...
 
+    def prompt_tokens(self, request: ReplyRequest) -> int:
+        """How many tokens the prompt of `request` is, as this model reads it (usage accounting)."""
+        ...
+
 
 class TextToSpeechEngine(Protocol):
     info: EngineInfo

@@ -151,6 +151,8 @@ class CoquiSpeechEngine:
                 "sample_rate": self.sample_rate,
                 "languages": self._languages,
                 "speaker": self._default_speaker,
+                # Voices a request may name (the OpenAI routes list them), each speaks the model's languages.
+                "voices": [{"id": name, "languages": self._languages} for name in self._speakers],
             },
         )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from voice_orchestrator.engines.assets import packaged_kokoro_ja
-from voice_orchestrator.errors import unknown_voice
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, unknown_voice
 from voice_orchestrator.protocol import EngineInfo, SpeechAudio
 from voice_orchestrator.settings import TextToSpeechSettings
 from voice_orchestrator.text import is_japanese
@@ -72,7 +72,10 @@ class PiperVoice:
         self._voice = _Piper.load(str(model_path), config_path=f"{model_path}.json")
         self._config = SynthesisConfig(length_scale=1.0 / speed)
         self.sample_rate = int(self._voice.config.sample_rate)
-        self.name = f"piper:{model_path.stem}"
+        self.voice_id = model_path.stem.removesuffix(".onnx")
+        # The language of its espeak voice ("en-us" -> "en").
+        self.language = str(self._voice.config.espeak_voice or "en").split("-")[0].lower()
+        self.name = f"piper:{self.voice_id}"
         logger.info("Piper voice %s loaded (%d Hz)", self.name, self.sample_rate)
 
     def synthesize(self, text: str) -> SpeechAudio:
@@ -89,20 +92,36 @@ class EmbeddedSpeechEngine:
         # One synthesis at a time: each already uses every core, and pyopenjtalk's frontend is process-global.
         self._lock = threading.Lock()
         logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
+        piper = self._other
         self.info = EngineInfo(
             engine="embedded",
-            model=f"kokoro-82M int8 ({settings.japanese_voice}) + {self._other.name}",
+            model=f"kokoro-82M int8 ({settings.japanese_voice}) + {piper.name}",
+            extra={
+                "model_id": "kokoro-82m-piper",
+                # Every voice and what it speaks (the OpenAI routes list them and check requests by them).
+                "voices": [{"id": name, "languages": ["ja"]} for name in self._japanese.voices]
+                + [{"id": piper.voice_id, "languages": [piper.language]}],
+                "default_voices": {"ja": settings.japanese_voice, piper.language: piper.voice_id},
+            },
         )
 
     def synthesize(self, text: str, language: str, voice: str | None = None) -> SpeechAudio:
-        """`voice` picks a Kokoro voice (jf_alpha, jm_kumo, ...) for Japanese text; Piper has one voice."""
-        if voice is not None and voice not in self._japanese.voices:
-            raise unknown_voice(voice, self._japanese.voices)
+        """`voice` picks a Kokoro voice (jf_alpha, jm_kumo, ...) for Japanese text; other text is Piper's.
+        Piper's own voice id is accepted too, for text it can read (no kana or kanji)."""
+        piper = self._other
+        known = [*self._japanese.voices, piper.voice_id]
+        if voice is not None and voice not in known:
+            raise unknown_voice(voice, known)
+        japanese = is_japanese(text)
+        if voice == piper.voice_id and japanese:
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_REQUEST,
+                f"The voice {voice!r} cannot read Japanese text; use a Kokoro voice such as "
+                f"{self._japanese.voice!r}.",
+                details={"field": "voice"},
+            )
         with self._lock:
-            if is_japanese(text):
-                speech = self._japanese.synthesize(text, voice)
-            else:
-                speech = self._other.synthesize(text)
+            speech = self._japanese.synthesize(text, voice) if japanese else piper.synthesize(text)
         if speech.samples.size == 0:
             raise ValueError(f"{speech.voice} produced no audio for {len(text)} characters of text")
         return speech

@@ -77,6 +77,7 @@ class LlamaCppEngine:
         else:
             self._chat = settings.prompt_style == "chat"
         self._settings = settings
+        self._formatter: Any = None  # the chat template, to count a prompt's tokens (made on first use)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self.info = EngineInfo(
             engine="llama-cpp",
@@ -85,15 +86,17 @@ class LlamaCppEngine:
         )
 
     def _generate(self, request: ReplyRequest, cancelled: threading.Event) -> Iterator[str]:
+        settings = self._settings
         common: dict[str, Any] = {
-            "max_tokens": self._settings.max_tokens,
-            "temperature": self._settings.temperature,
-            "repeat_penalty": self._settings.repetition_penalty,
+            "max_tokens": request.max_tokens or settings.max_tokens,
+            "temperature": settings.temperature if request.temperature is None else request.temperature,
+            "repeat_penalty": settings.repetition_penalty,
             "stream": True,
         }
         if self._chat:
             messages: Any = chat_messages(request)
-            chat_chunks: Any = self._llm.create_chat_completion(messages=messages, **common)
+            stop = request.stop or None
+            chat_chunks: Any = self._llm.create_chat_completion(messages=messages, stop=stop, **common)
             for chunk in chat_chunks:
                 if cancelled.is_set():
                     return
@@ -101,7 +104,8 @@ class LlamaCppEngine:
                 if delta:
                     yield str(delta)
         else:
-            chunks: Any = self._llm.create_completion(few_shot_prompt(request), stop=FEW_SHOT_STOP, **common)
+            stops = [*FEW_SHOT_STOP, *request.stop]
+            chunks: Any = self._llm.create_completion(few_shot_prompt(request), stop=stops, **common)
             for chunk in chunks:
                 if cancelled.is_set():
                     return
@@ -112,6 +116,24 @@ class LlamaCppEngine:
     def count_tokens(self, text: str) -> int:
         """The model's own token count (usage figures), without BOS or special-token parsing."""
         return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def prompt_tokens(self, request: ReplyRequest) -> int:
+        """The prompt's token count as the model reads it: the chat template applied, or few-shot."""
+        if not self._chat:
+            return len(self._llm.tokenize(few_shot_prompt(request).encode(), add_bos=True, special=False))
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            def text_of(token: int) -> str:
+                return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+            self._formatter = Jinja2ChatFormatter(
+                template=str(self._llm.metadata["tokenizer.chat_template"]),
+                eos_token=text_of(self._llm.token_eos()),
+                bos_token=text_of(self._llm.token_bos()),
+            )
+        prompt = self._formatter(messages=chat_messages(request)).prompt
+        return len(self._llm.tokenize(prompt.encode(), add_bos=False, special=True))
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

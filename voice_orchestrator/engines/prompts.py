@@ -3,7 +3,7 @@ system prompt for models with a chat template."""
 
 from __future__ import annotations
 
-from voice_orchestrator.protocol import ReplyRequest
+from voice_orchestrator.protocol import ReplyRequest, Turn
 
 # Few-shot prompts for base models (no chat template). One block per language: with mixed Japanese and
 # English examples the packaged Gemma 270M answered Japanese questions in English. The last example answers
@@ -47,6 +47,8 @@ SYSTEM_PROMPT = (
     "spoken sentences. Never use markdown, lists or emoji."
 )
 
+# The OpenAI chat route, for a conversation that brings no system message of its own.
+CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Reply in the user's language ({language}), briefly."
 
 # The speaker labels of each few-shot block, for writing a session's earlier turns in the same pattern.
 FEW_SHOT_LABELS: dict[str, tuple[str, str]] = {
@@ -60,7 +62,35 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def client_conversation(request: ReplyRequest) -> tuple[str, list[Turn], str]:
+    """A client's messages as (system text, earlier user/assistant turns, the last user message), for the
+    few-shot prompt of a base model."""
+    messages = request.messages or []
+    system = "\n".join(message.content for message in messages if message.role == "system")
+    turns: list[Turn] = []
+    pending: str | None = None
+    question = request.text
+    last_user = max((i for i, message in enumerate(messages) if message.role == "user"), default=-1)
+    for index, message in enumerate(messages):
+        if message.role == "user" and index == last_user:
+            question = message.content
+            break
+        if message.role == "user":
+            pending = message.content if pending is None else f"{pending} {message.content}"
+        elif message.role == "assistant":
+            turns.append(Turn(user=pending or "", assistant=message.content))
+            pending = None
+    return system, turns, question
+
+
 def few_shot_prompt(request: ReplyRequest) -> str:
+    if request.messages is not None:
+        # A client's conversation: its system text first, then the block with its turns as the examples' tail.
+        system, turns, question = client_conversation(request)
+        prompt = few_shot_prompt(
+            request.model_copy(update={"messages": None, "history": turns, "text": question})
+        )
+        return f"{_one_line(system)}\n\n{prompt}" if system.strip() else prompt
     language = request.language if request.language in FEW_SHOT_PROMPTS else "en"
     user, assistant = FEW_SHOT_LABELS[language]
     history = "".join(
@@ -71,7 +101,16 @@ def few_shot_prompt(request: ReplyRequest) -> str:
 
 
 def chat_messages(request: ReplyRequest) -> list[dict[str, str]]:
-    """System prompt, the session's earlier turns, then the question: for models with a chat template."""
+    """System prompt, the session's earlier turns, then the question: for models with a chat template. A
+    client's own conversation (the OpenAI chat route) goes as written."""
+    if request.messages is not None:
+        written = [{"role": message.role, "content": message.content} for message in request.messages]
+        if any(message.role == "system" for message in request.messages):
+            return written
+        # Small models answer a bare question badly (SmolLM2-135M babbled French for "What is the capital of
+        # France?" and said "The capital of France is Paris." with this line): a conversation without a
+        # system message gets this one.
+        return [{"role": "system", "content": CHAT_SYSTEM_PROMPT.format(language=request.language)}, *written]
     messages = [{"role": "system", "content": SYSTEM_PROMPT.format(language=request.language)}]
     for turn in request.history:
         messages.append({"role": "user", "content": turn.user})

@@ -53,6 +53,9 @@ class LanguageRoutedEngine:
     def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         return self.engine_for(request.language).stream(request)
 
+    def prompt_tokens(self, request: ReplyRequest) -> int:
+        return self.engine_for(request.language).prompt_tokens(request)
+
     def count_tokens(self, text: str, language: str | None = None) -> int:
         """In the tokens of the model that answers `language` (the default model's when None)."""
         return self.engine_for(language).count_tokens(text)

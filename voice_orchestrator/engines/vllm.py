@@ -104,11 +104,16 @@ class VLLMEngine:
         return engine_input
 
     async def _generate(
-        self, prompt: str, chat: bool, max_tokens: int, stop: list[str] | None
+        self,
+        prompt: str,
+        chat: bool,
+        max_tokens: int,
+        stop: list[str] | None,
+        temperature: float | None = None,
     ) -> AsyncGenerator[str, None]:
         params = self._sampling(
             max_tokens=max_tokens,
-            temperature=self._settings.temperature,
+            temperature=self._settings.temperature if temperature is None else temperature,
             repetition_penalty=self._settings.repetition_penalty,
             stop=stop,
             output_kind=self._delta,
@@ -124,10 +129,15 @@ class VLLMEngine:
                 if delta:
                     yield delta
 
+    def prompt_tokens(self, request: ReplyRequest) -> int:
+        """The prompt's token count as the model reads it (a chat template writes its own special tokens)."""
+        return len(self._tokenizer.encode(self.prompt(request), add_special_tokens=not self._chat))
+
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[str, None]:
-        stop = None if self._chat else FEW_SHOT_STOP
+        stop = [*request.stop] if self._chat else [*FEW_SHOT_STOP, *request.stop]
+        max_tokens = request.max_tokens or self._settings.max_tokens
         async with contextlib.aclosing(
-            self._generate(self.prompt(request), self._chat, self._settings.max_tokens, stop)
+            self._generate(self.prompt(request), self._chat, max_tokens, stop or None, request.temperature)
         ) as deltas:
             async for delta in deltas:
                 yield delta

@@ -1,0 +1,242 @@
+"""OpenAPI metadata of the `/v1` routes. Their errors are OpenAI's shape (`OpenAIErrorResponse`), with the
+statuses of the one error table; request bodies are the protocol's models (added to the document's components
+by `voice_orchestrator.api.docs.complete_document`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from voice_orchestrator.api.openai.chat_protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+)
+from voice_orchestrator.api.openai.protocol import (
+    ModelCard,
+    ModelList,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechRequest,
+    TranscriptionResult,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    VerboseTranscription,
+    VoiceList,
+)
+from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorErrorCode
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Every error of a /v1 route: `code` is the error code of the API's one table."""
+
+    error: OpenAIError
+
+
+# Models referenced by the /v1 routes' documentation but not declared as a response_model.
+DOCUMENTED_MODELS: tuple[type[BaseModel], ...] = (
+    SpeechRequest,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    OpenAIErrorResponse,
+    TranscriptionResult,
+    VerboseTranscription,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    ChatCompletionRequest,
+    ChatCompletion,
+    ChatCompletionChunk,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def openai_error_responses(*codes: OrchestratorErrorCode) -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        status = HTTP_STATUS[code]
+        entry = responses.setdefault(
+            status,
+            {"description": "", "content": {"application/json": {"schema": _ref(OpenAIErrorResponse)}}},
+        )
+        entry["description"] = " | ".join(filter(None, [entry["description"], code.value]))
+        if code in RETRYABLE:
+            entry["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
+    return responses
+
+
+_COMMON = (
+    OrchestratorErrorCode.INVALID_REQUEST,
+    OrchestratorErrorCode.UNAUTHORIZED,
+    OrchestratorErrorCode.NOT_FOUND,
+    OrchestratorErrorCode.METHOD_NOT_ALLOWED,
+    OrchestratorErrorCode.UPLOAD_TIMEOUT,
+    OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
+    OrchestratorErrorCode.INTERNAL_ERROR,
+)
+# Listing the models asks each stage which model it runs (once): a stage that cannot answer is a 503.
+_CATALOG = (
+    *_COMMON,
+    OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE,
+    OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
+    OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,
+    OrchestratorErrorCode.SERVICE_UNAVAILABLE,
+)
+_MODEL_RUN = (
+    *_CATALOG,
+    OrchestratorErrorCode.MODEL_NOT_FOUND,
+    OrchestratorErrorCode.TOO_MANY_REQUESTS,
+    OrchestratorErrorCode.PROCESSING_TIMEOUT,
+)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}}}
+
+
+MODELS_DOCS: dict[str, Any] = {
+    "summary": "The loaded models (speech-to-text, language model, text-to-speech, the spoken dialogue)",
+    "response_model": ModelList,
+    "responses": openai_error_responses(*_CATALOG),
+}
+MODEL_DOCS: dict[str, Any] = {
+    "summary": "One model, by id or by a well-known OpenAI alias (whisper-1, tts-1, gpt-4o-mini, ...)",
+    "response_model": ModelCard,
+    "responses": openai_error_responses(*_CATALOG, OrchestratorErrorCode.MODEL_NOT_FOUND),
+}
+VOICES_DOCS: dict[str, Any] = {
+    "summary": "The text-to-speech voices and the languages each speaks",
+    "response_model": VoiceList,
+    "responses": openai_error_responses(*_CATALOG),
+}
+_AUDIO = {"schema": {"type": "string", "format": "binary"}}
+SPEECH_DOCS: dict[str, Any] = {
+    "summary": "Text to speech, streamed sentence by sentence (OpenAI's audio.speech)",
+    "description": "`response_format` mp3, opus (Ogg), aac (ADTS), flac, wav or pcm (16-bit little-endian "
+    "mono), all 24 kHz mono; `wav` comes whole, the others stream as each sentence is synthesised. "
+    "`stream_format: sse` sends `speech.audio.delta` events (base64 of the format's bytes) and a "
+    "`speech.audio.done`. `voice`: "
+    "a voice of GET /v1/audio/voices (it must speak the text's language: Japanese text with an English-only "
+    "voice is a 400) or an OpenAI voice name (alloy, ...), which picks the default voice of the text's "
+    "language. `input` is at most `max_speech_input_chars` characters.",
+    "response_class": StreamingResponse,
+    "responses": {
+        200: {
+            "description": "The speech in the asked format, or server-sent events",
+            "content": {
+                **{media: _AUDIO for media in ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac")},
+                **{media: _AUDIO for media in ("audio/wav", "audio/pcm")},
+                "text/event-stream": {
+                    "schema": {"oneOf": [_ref(SpeechAudioDelta), _ref(SpeechAudioDone)]},
+                },
+            },
+        },
+        **openai_error_responses(*_MODEL_RUN),
+    },
+    "openapi_extra": _json_body(SpeechRequest),
+}
+
+_TEXT = {"schema": {"type": "string"}}
+TRANSCRIPTION_DOCS: dict[str, Any] = {
+    "summary": "Speech to text (OpenAI's audio.transcriptions)",
+    "description": "The same decoding and limits as the dialogue routes: undecodable audio is a 400 "
+    "INVALID_AUDIO_FORMAT, too short or too long a 400, no speech a 422. `prompt` and `temperature` are "
+    "accepted and ignored (greedy decoding). verbose_json, srt and vtt hold one segment spanning the whole "
+    "clip. `stream=true` answers `transcript.text.delta` and `transcript.text.done` events.",
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "The transcript in the asked response_format, or server-sent events",
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [_ref(TranscriptionResult), _ref(VerboseTranscription)]}
+                },
+                "text/plain": _TEXT,
+                "application/x-subrip": _TEXT,
+                "text/vtt": _TEXT,
+                "text/event-stream": {
+                    "schema": {"oneOf": [_ref(TranscriptTextDelta), _ref(TranscriptTextDone)]}
+                },
+            },
+        },
+        **openai_error_responses(
+            *_MODEL_RUN,
+            OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+            OrchestratorErrorCode.AUDIO_TOO_SHORT,
+            OrchestratorErrorCode.AUDIO_TOO_LONG,
+            OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
+        ),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "model"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "WAV, FLAC, OGG, MP3, WebM or M4A; decided from the bytes",
+                            },
+                            "model": {
+                                "type": "string",
+                                "description": "whisper-1, or an id of GET /v1/models",
+                            },
+                            "language": {
+                                "type": "string",
+                                "description": "Whisper code (ja, en, ...); absent = detect",
+                            },
+                            "prompt": {"type": "string", "description": "Accepted, ignored"},
+                            "response_format": {
+                                "type": "string",
+                                "enum": ["json", "text", "verbose_json", "srt", "vtt"],
+                            },
+                            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                            "timestamp_granularities[]": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": ["segment"]},
+                            },
+                            "stream": {"type": "boolean"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+}
+
+CHAT_DOCS: dict[str, Any] = {
+    "summary": "Chat completion, text (OpenAI's chat.completions)",
+    "description": "The messages as written (system/developer, user, assistant; text content) go to the "
+    "language model of the request's language: the model id's, else the script of the last user message "
+    "(kana or kanji: Japanese). `max_tokens`/`max_completion_tokens` up to `max_chat_tokens` (also the "
+    "default), `temperature`, `stop` (up to 4). `stream: true` sends `chat.completion.chunk` events and "
+    "`data: [DONE]`; `stream_options.include_usage` adds a last chunk with the usage. Usage counts tokens "
+    "with the answering model's tokenizer.",
+    "response_class": Response,
+    "responses": {
+        200: {
+            "description": "The completion, or server-sent chunks",
+            "content": {
+                "application/json": {"schema": _ref(ChatCompletion)},
+                "text/event-stream": {"schema": _ref(ChatCompletionChunk)},
+            },
+        },
+        **openai_error_responses(*_MODEL_RUN),
+    },
+    "openapi_extra": _json_body(ChatCompletionRequest),
+}

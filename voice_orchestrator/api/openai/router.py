@@ -1,0 +1,124 @@
+"""The `/v1` routes: short functions that hand the request to the OpenAI services the ingress built."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from voice_orchestrator.api.openai.catalog import OPENAI_VOICES, ModelCatalog
+from voice_orchestrator.api.openai.chat import ChatModelStage, ChatService
+from voice_orchestrator.api.openai.docs import (
+    CHAT_DOCS,
+    MODEL_DOCS,
+    MODELS_DOCS,
+    SPEECH_DOCS,
+    TRANSCRIPTION_DOCS,
+    VOICES_DOCS,
+)
+from voice_orchestrator.api.openai.gateway import OpenAIGateway
+from voice_orchestrator.api.openai.protocol import ModelList, VoiceList
+from voice_orchestrator.api.openai.speech import SpeechService
+from voice_orchestrator.api.openai.transcription import TranscriptionService
+from voice_orchestrator.api.serving import DialogueService
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.metrics import Meter
+from voice_orchestrator.protocol import EngineInfo
+from voice_orchestrator.stages import SpeechToTextStage, TextToSpeechStage
+
+
+@dataclass
+class OpenAIServices:
+    """What the /v1 routes use, kept in `IngressState.openai`."""
+
+    gateway: OpenAIGateway
+    speech: SpeechService
+    transcription: TranscriptionService
+    chat: ChatService
+
+    @classmethod
+    def build(
+        cls,
+        dialogues: DialogueService,
+        meter: Meter,
+        engine_info: Callable[[str], Awaitable[EngineInfo]],
+        stt: SpeechToTextStage,
+        llm: ChatModelStage,
+        tts: TextToSpeechStage,
+    ) -> OpenAIServices:
+        """On the dialogue routes' objects: the same API key, admission slots, settings and meter."""
+        gateway = OpenAIGateway(dialogues, meter, ModelCatalog(engine_info, int(time.time())))
+        return cls(
+            gateway,
+            SpeechService(gateway, tts),
+            TranscriptionService(gateway, stt),
+            ChatService(gateway, llm),
+        )
+
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+
+def _services(request: Request) -> OpenAIServices:
+    services: OpenAIServices | None = request.app.state.ingress.openai
+    if services is None:
+        raise OrchestratorError(
+            OrchestratorErrorCode.SERVICE_UNAVAILABLE, "The OpenAI-compatible routes are not set up here."
+        )
+    return services
+
+
+@router.get("/models", **MODELS_DOCS)
+async def list_models(request: Request) -> Response:
+    gateway = _services(request).gateway
+
+    async def answer(_: str) -> Response:
+        listed = ModelList(data=(await gateway.catalog()).cards())
+        return JSONResponse(listed.model_dump(mode="json"))
+
+    return await gateway.handle(request, "models", answer, admit=False)
+
+
+@router.get("/models/{model:path}", **MODEL_DOCS)
+async def retrieve_model(model: str, request: Request) -> Response:
+    gateway = _services(request).gateway
+
+    async def answer(_: str) -> Response:
+        return JSONResponse((await gateway.catalog()).find(model).model_dump(mode="json"))
+
+    return await gateway.handle(request, "models", answer, admit=False)
+
+
+@router.get("/audio/voices", **VOICES_DOCS)
+async def list_voices(request: Request) -> Response:
+    gateway = _services(request).gateway
+
+    async def answer(_: str) -> Response:
+        catalog = await gateway.catalog()
+        listed = VoiceList(data=catalog.voice_cards(), openai_voice_names=list(OPENAI_VOICES))
+        return JSONResponse(listed.model_dump(mode="json"))
+
+    return await gateway.handle(request, "voices", answer, admit=False)
+
+
+@router.post("/audio/speech", **SPEECH_DOCS)
+async def create_speech(request: Request) -> Response:
+    services = _services(request)
+    return await services.gateway.handle(request, "speech", lambda rid: services.speech.speak(request, rid))
+
+
+@router.post("/audio/transcriptions", **TRANSCRIPTION_DOCS)
+async def create_transcription(request: Request) -> Response:
+    services = _services(request)
+    return await services.gateway.handle(
+        request, "transcriptions", lambda rid: services.transcription.transcribe(request, rid)
+    )
+
+
+@router.post("/chat/completions", **CHAT_DOCS)
+async def create_chat_completion(request: Request) -> Response:
+    services = _services(request)
+    return await services.gateway.handle(request, "chat", lambda rid: services.chat.complete(request, rid))

@@ -1,0 +1,108 @@
+"""`POST /v1/audio/speech`: the input split into sentences, each synthesised by the TextToSpeech stage and
+sent as soon as it is ready (`stream_format` `audio`: the encoded bytes; `sse`: `speech.audio.delta` events,
+then `speech.audio.done`). The request is checked whole before the first byte (model, voice against the text's
+language, the input bound) and the first sentence is synthesised before the status is sent, so those errors
+keep their status; a later failure ends the stream (SSE: with an error event)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo
+from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, sse_data
+from voice_orchestrator.api.openai.protocol import (
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechRequest,
+    SpeechUsage,
+)
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.protocol import SpeechAudio, SynthesisRequest
+from voice_orchestrator.sentences import SentenceSplitter
+from voice_orchestrator.stages import TextToSpeechStage
+from voice_orchestrator.text import clean_for_speech, is_japanese
+
+
+def speakable_sentences(text: str, soft_split_chars: int) -> list[str]:
+    """The input as the sentences it is spoken in (markdown, URLs and emoji left out)."""
+    splitter = SentenceSplitter(soft_split_chars)
+    pieces = [*splitter.feed(text), *splitter.flush()]
+    return [cleaned for piece in pieces if (cleaned := clean_for_speech(piece))]
+
+
+class SpeechService:
+    def __init__(self, gateway: OpenAIGateway, tts: TextToSpeechStage) -> None:
+        self._gateway = gateway
+        self._tts = tts
+
+    async def speak(self, request: Request, request_id: str) -> Response:
+        body = await self._gateway.read_json(request, SpeechRequest)
+        limit = self._gateway.settings.max_speech_input_chars
+        if len(body.input) > limit:
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_REQUEST,
+                f"input is {len(body.input)} characters; the limit is {limit}.",
+                details={"field": "input", "max_speech_input_chars": limit},
+            )
+        catalog = await self._gateway.catalog()
+        catalog.resolve(body.model, "tts")
+        voice = catalog.voice_for(body.voice_id, body.input)
+        sentences = speakable_sentences(body.input, self._gateway.settings.stream_soft_split_chars)
+        if not sentences:
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_REQUEST,
+                "input has nothing to speak (only markup, links or symbols).",
+                details={"field": "input"},
+            )
+        encoder = SpeechEncoder(body.response_format)
+        # The first sentence before the status: an engine's refusal is still a proper error response.
+        first = await self._synthesize(sentences[0], body, voice)
+        pieces = self._pieces(first, sentences[1:], body, voice, encoder)
+        if body.stream_format == "sse":
+            return StreamingResponse(
+                self._sse(pieces, len(body.input)), media_type="text/event-stream", headers=SSE_HEADERS
+            )
+        return StreamingResponse(pieces, media_type=encoder.media_type)
+
+    async def _synthesize(self, text: str, body: SpeechRequest, voice: str | None) -> SpeechAudio:
+        language = "ja" if is_japanese(text) else (body.language or "en").lower()
+        asked = SynthesisRequest(text=text, language=language, voice=voice)
+        speech = await self._gateway.call_stage("tts", self._tts.synthesize(asked))
+        if body.speed != 1.0:
+            samples = await asyncio.to_thread(change_tempo, speech.samples, speech.sample_rate, body.speed)
+            speech = speech.model_copy(update={"samples": samples})
+        return speech
+
+    async def _pieces(
+        self,
+        first: SpeechAudio,
+        rest: list[str],
+        body: SpeechRequest,
+        voice: str | None,
+        encoder: SpeechEncoder,
+    ) -> AsyncIterator[bytes]:
+        """Encoded audio, a sentence at a time (the next one is synthesised while this one is sent)."""
+        speech = first
+        for text in rest:
+            upcoming = asyncio.create_task(self._synthesize(text, body, voice))
+            try:
+                if chunk := await asyncio.to_thread(encoder.encode, speech.samples, speech.sample_rate):
+                    yield chunk
+                speech = await upcoming
+            finally:
+                upcoming.cancel()
+        if chunk := await asyncio.to_thread(encoder.encode, speech.samples, speech.sample_rate):
+            yield chunk
+        if chunk := await asyncio.to_thread(encoder.finish):
+            yield chunk
+
+    async def _sse(self, pieces: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:
+        async for chunk in pieces:
+            yield sse_data(SpeechAudioDelta(audio=base64.b64encode(chunk).decode("ascii")))
+        usage = SpeechUsage(input_tokens=characters, total_tokens=characters)
+        yield sse_data(SpeechAudioDone(usage=usage))
