@@ -1,12 +1,13 @@
 """A seeded, varied set of spoken clips for the speech-recognition evaluation (bench/bench_stt.py).
 
 Japanese by Open JTalk (speed and pitch varied) and Kokoro (five voices, speed varied); English by Piper
-(the packaged en_US-joe-medium, length and noise scales varied) and espeak-ng (accents and variants, rate
-and pitch varied). Lengths run from single words (~0.5 s of speech) to several joined sentences (~25 s);
-each clip gets leading and trailing silence, a gain, optionally white or pink noise at a given SNR, and is
-stored at one of seven sample rates as a PCM16 WAV, then decoded to 16 kHz by the server's own decoder, as
-an upload would be. Everything is drawn from one seed; rendered clips are cached by their recipe under
-~/.cache/voice-orchestrator/bench-stt (Kokoro is slow on 2 cores: the first run spends ~10 min making them).
+(the packaged en_US-joe-medium, speed varied, its sampling noise off so that a clip is the same every run)
+and espeak-ng (accents and variants, rate and pitch varied). Lengths run from single words (~0.5 s of
+speech) to several joined sentences (~25 s); each clip gets leading and trailing silence, a gain, optionally
+white or pink noise at a given SNR, and is stored at one of seven sample rates as a PCM16 WAV, then decoded
+to 16 kHz by the server's own decoder, as an upload would be. Everything is drawn from one seed; rendered
+clips are cached by their recipe under ~/.cache/voice-orchestrator/bench-stt (Kokoro is slow on 2 cores:
+the first run spends ~10 min making them).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class ClipRecipe:
     maker: str  # openjtalk, kokoro, piper, espeak
     voice: str
     speed: float
-    pitch: float  # Open JTalk half tones, espeak pitch 0-99, Piper noise scale; unused by Kokoro
+    pitch: float  # Open JTalk half tones, espeak pitch 0-99; unused by Kokoro and Piper
     noise: str  # none, white, pink
     snr_db: float
     sample_rate: int
@@ -186,6 +187,8 @@ def recipes(seed: int = 12) -> list[ClipRecipe]:
                 maker = "piper" if index % 2 == 0 else "espeak"
                 voice = "joe" if maker == "piper" else rng.choice(ESPEAK_VOICES) + rng.choice(ESPEAK_VARIANTS)
                 pitch = round(rng.uniform(0.3, 0.9), 2) if maker == "piper" else float(rng.randint(25, 75))
+                if maker == "piper":  # drawn all the same, to keep the seeded sequence of the other clips
+                    pitch = 0.0
             noise = rng.choice(["none", "none", "white", "pink"])
             made.append(
                 ClipRecipe(
@@ -238,7 +241,8 @@ def _piper(recipe: ClipRecipe) -> tuple[FloatArray, int]:
     from piper import SynthesisConfig
 
     voice = _piper_voice()
-    config = SynthesisConfig(length_scale=1.0 / recipe.speed, noise_scale=recipe.pitch)
+    # Piper samples noise in its ONNX graph, unseeded: with both noise scales at 0 a clip is reproducible.
+    config = SynthesisConfig(length_scale=1.0 / recipe.speed, noise_scale=0.0, noise_w_scale=0.0)
     samples = np.concatenate(
         [chunk.audio_float_array for chunk in voice.synthesize(recipe.text, syn_config=config)]
     )

