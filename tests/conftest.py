@@ -16,8 +16,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Small limits so the tests can reach them cheaply; everything else is the default.
-TEST_ARGS = {"max_concurrent_dialogues": 2, "max_upload_bytes": 2 * 1024 * 1024, "status_cache_seconds": 0.5}
+PROFILE = Path(__file__).parents[1] / "serve_config.yaml"
+
+
+def _profile_models() -> dict[str, object]:
+    import yaml
+
+    args = yaml.safe_load(PROFILE.read_text())["applications"][0]["args"]
+    return {section: args[section] for section in ("stt", "llm", "tts")}
+
+
+# The embedded profile's models (English answered by SmolLM2, Japanese by Gemma), with small limits so the
+# tests can reach them cheaply; everything else is the default.
+TEST_ARGS = {
+    **_profile_models(),
+    "max_concurrent_dialogues": 2,
+    "max_upload_bytes": 2 * 1024 * 1024,
+    "status_cache_seconds": 0.5,
+}
 
 
 def free_ports(count: int) -> list[int]:
@@ -55,7 +71,7 @@ def base_url(cluster_ports: tuple[int, int]) -> Iterator[str]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
         # Serve's proxies get the HTTP edge (voice_orchestrator/edge.py) from the YAML, as with `serve run`.
-        profile = yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
+        profile = yaml.safe_load(PROFILE.read_text())
         serve.start(
             http_options={"host": "127.0.0.1", "port": http_port},
             controller_options=profile["controller_options"],

