@@ -1,0 +1,75 @@
+"""The app served for a benchmark as users serve it: `serve run serve_config.yaml` of a source tree (the
+working tree or an exported commit), in its own Ray instance, on its own port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def source_tree(ref: str | None) -> Iterator[Path]:
+    """The working tree (ref None) or a commit exported to a temporary directory."""
+    if ref is None:
+        yield ROOT
+        return
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    with tempfile.TemporaryDirectory(prefix="bench-version-") as directory:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(directory, filter="data")
+        yield Path(directory)
+
+
+@contextmanager
+def served(
+    tree: Path, port: int, env: dict[str, str] | None = None, timeout_s: float = 600.0
+) -> Iterator[str]:
+    """`serve run` of the tree's serve_config.yaml on `port` until the status route answers (bounded); `env`
+    overrides settings the way users do (VOICE_STT__FITTED_WINDOW=false), replicas included."""
+    config = (tree / "serve_config.yaml").read_text().replace("port: 8000", f"port: {port}")
+    name = f".bench_serve_config_{port}.yaml"
+    (tree / name).write_text(config)
+    environment = {**os.environ, **(env or {}), "PYTHONPATH": str(tree)}
+    serve = Path(sys.executable).with_name("serve")
+    process = subprocess.Popen(
+        [str(serve), "run", name],
+        cwd=tree,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve run of {tree} did not come up")
+            try:
+                if httpx.get(f"{url}/api/orchestrator/status", timeout=5).json().get("status") == "healthy":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        (tree / name).unlink(missing_ok=True)
