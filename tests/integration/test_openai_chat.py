@@ -4,6 +4,10 @@ are honoured, and refusals are typed exceptions."""
 
 from __future__ import annotations
 
+import base64
+import io
+import time
+import wave
 from collections.abc import Iterator
 
 import openai
@@ -112,3 +116,70 @@ def test_chat_refusals_are_typed_sdk_exceptions(client: openai.OpenAI) -> None:
             ],
         )
     assert picture.value.param == "messages"
+
+
+def test_a_spoken_question_gets_a_spoken_reply(
+    client: openai.OpenAI, japanese_question: tuple[bytes, str]
+) -> None:
+    audio, _ = japanese_question
+    spoken: list[ChatCompletionMessageParam] = [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "input_audio",
+                    "input_audio": {"data": base64.b64encode(audio).decode(), "format": "wav"},
+                }
+            ],
+        }
+    ]
+    reply = client.chat.completions.create(
+        model="gpt-4o-audio-preview",
+        messages=spoken,
+        modalities=["text", "audio"],
+        audio={"voice": "jf_alpha", "format": "wav"},
+    )
+    message = reply.choices[0].message
+    assert message.content is None
+    assert message.audio is not None
+    assert is_japanese(message.audio.transcript), message.audio.transcript
+    assert message.audio.id.startswith("audio_")
+    assert message.audio.expires_at > time.time()
+    with wave.open(io.BytesIO(base64.b64decode(message.audio.data))) as wav:
+        assert wav.getframerate() == 24_000
+        assert wav.getnframes() / 24_000 > 0.5
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens >= 1
+    # Heard, answered in text only: the transcript reached the model as the question.
+    text_only = client.chat.completions.create(model="gpt-4o-mini", messages=spoken)
+    assert text_only.choices[0].message.content
+    assert text_only.choices[0].message.audio is None
+
+
+def test_audio_chat_refusals(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as streamed:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=TOKYO,
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "mp3"},
+            stream=True,
+        )
+    assert streamed.value.param == "stream"
+    with pytest.raises(openai.BadRequestError) as unknown_voice:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=TOKYO,
+            modalities=["text", "audio"],
+            audio={"voice": "nobody", "format": "wav"},
+        )
+    assert unknown_voice.value.param == "voice"
+    garbled: list[ChatCompletionMessageParam] = [
+        {
+            "role": "user",
+            "content": [{"type": "input_audio", "input_audio": {"data": "bm90IGF1ZGlv", "format": "wav"}}],
+        }
+    ]
+    with pytest.raises(openai.BadRequestError) as not_audio:
+        client.chat.completions.create(model="gpt-4o-mini", messages=garbled)
+    assert not_audio.value.code == "INVALID_AUDIO_FORMAT"

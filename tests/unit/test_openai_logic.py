@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 
 from voice_orchestrator.api.openai.catalog import Catalog, model_id
 from voice_orchestrator.api.openai.chat import finish_reason, reply_request
+from voice_orchestrator.api.openai.chat_audio import has_audio
 from voice_orchestrator.api.openai.chat_protocol import ChatCompletionRequest
 from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo
 from voice_orchestrator.api.openai.gateway import sse_data
@@ -285,3 +286,14 @@ def test_a_clients_conversation_in_the_few_shot_prompt() -> None:
 def test_finish_reason_is_length_at_the_bound() -> None:
     assert finish_reason(TokenUsage(prompt_tokens=5, completion_tokens=8, total_tokens=13), 8) == "length"
     assert finish_reason(TokenUsage(prompt_tokens=5, completion_tokens=3, total_tokens=8), 8) == "stop"
+
+
+def test_audio_parts_are_read_from_user_messages_only() -> None:
+    spoken = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    asked = _chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Listen:"}, spoken]}])
+    assert has_audio(asked)
+    assert asked.messages[0].text() == "Listen:"  # the audio part is transcribed, not read as text
+    assert not has_audio(_chat(messages=[{"role": "user", "content": "Hi"}]))
+    with pytest.raises(ValueError, match="input_audio"):
+        _chat(messages=[{"role": "assistant", "content": [spoken]}]).messages[0].parts()
+    assert _chat(messages=[{"role": "user", "content": "Hi"}], modalities=["text", "audio"]).speaks

@@ -173,6 +173,11 @@ class Catalog:
             for voice in self.voices
         ]
 
+    def check_voice(self, name: str) -> None:
+        """A voice of the engine or an OpenAI voice name; otherwise a 400 naming the field."""
+        if name.lower() not in OPENAI_VOICES and all(voice.id != name for voice in self.voices):
+            self.voice_for(name, "")  # raises the unknown-voice error
+
     def voice_for(self, name: str, text: str) -> str | None:
         """The engine voice for a speech request: None (the engine's own choice by the text's script) for an
         OpenAI voice name; a voice of the engine that speaks the text's language; otherwise a clear 400."""

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from voice_orchestrator.api.openai.chat_audio import ChatVoice, has_audio
 from voice_orchestrator.api.openai.chat_protocol import (
     AssistantMessage,
     ChatChoice,
@@ -71,14 +72,31 @@ def finish_reason(usage: TokenUsage, max_tokens: int) -> str:
 
 
 class ChatService:
-    def __init__(self, gateway: OpenAIGateway, llm: ChatModelStage) -> None:
+    def __init__(self, gateway: OpenAIGateway, llm: ChatModelStage, voice: ChatVoice) -> None:
         self._gateway = gateway
         self._llm = llm
+        self._voice = voice
 
     async def complete(self, request: Request, request_id: str) -> Response:
         body = await self._gateway.read_json(request, ChatCompletionRequest)
-        model = (await self._gateway.catalog()).resolve(body.model, "llm")
-        language = model.languages[0] if model.languages else None
+        catalog = await self._gateway.catalog()
+        try:
+            model = catalog.resolve(body.model, "llm")
+        except OrchestratorError as unknown:
+            try:  # the spoken dialogue's ids (gpt-4o-audio-preview, ...) chat too
+                model = catalog.resolve(body.model, "dialogue")
+            except OrchestratorError:
+                raise unknown from None
+        if body.speaks:
+            if body.audio is None:
+                raise _invalid("modalities has 'audio': say which voice and format in audio.", "audio")
+            if body.stream:
+                raise _invalid("A spoken reply is not streamed yet: send stream=false.", "stream")
+            catalog.check_voice(body.audio.voice)
+        heard = None
+        if has_audio(body):
+            body, heard = await self._voice.hear(body)
+        language = model.languages[0] if model.languages else heard
         asked = reply_request(body, language, self._gateway.settings.max_chat_tokens)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -91,13 +109,17 @@ class ChatService:
             return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
         text = await self._gateway.call_stage("llm", self._whole(asked))
         usage = await self._gateway.call_stage("llm", self._llm.usage(asked, text))
+        message = AssistantMessage(content=text)
+        if body.speaks and body.audio is not None:
+            spoken = await self._voice.speak(text.strip(), body.audio, asked.language)
+            message = AssistantMessage(content=None, audio=spoken)
         answer = ChatCompletion(
             id=completion_id,
             created=created,
             model=body.model,
             choices=[
                 ChatChoice(
-                    message=AssistantMessage(content=text),
+                    message=message,
                     finish_reason="length"
                     if finish_reason(usage, asked.max_tokens or 0) == "length"
                     else "stop",

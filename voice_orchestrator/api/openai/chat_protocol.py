@@ -12,25 +12,51 @@ class TextPart(BaseModel):
     text: str
 
 
+class InputAudio(BaseModel):
+    data: str = Field(description="base64 of the recording")
+    format: str = Field(default="wav", max_length=16, description="wav, mp3, ... (the bytes decide)")
+
+
+class AudioPart(BaseModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
 class ChatInputMessage(BaseModel):
-    """A message as clients send it: `content` a string or a list of parts (only text parts are read here)."""
+    """A message as clients send it: `content` a string or a list of parts (text; input_audio from users)."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
 
-    def text(self) -> str:
+    def parts(self) -> list[TextPart | AudioPart]:
+        """The content as parts; a part of another type (an image) is a ValueError."""
         if self.content is None:
-            return ""
+            return []
         if isinstance(self.content, str):
-            return self.content
-        texts: list[str] = []
+            return [TextPart(type="text", text=self.content)]
+        parts: list[TextPart | AudioPart] = []
         for part in self.content:
-            if part.get("type") != "text":
-                raise ValueError(f"content parts of type {str(part.get('type'))[:40]!r} are not supported")
-            texts.append(TextPart.model_validate(part).text)
-        return "\n".join(texts)
+            kind = part.get("type")
+            if kind == "text":
+                parts.append(TextPart.model_validate(part))
+            elif kind == "input_audio" and self.role == "user":
+                parts.append(AudioPart.model_validate(part))
+            else:
+                raise ValueError(f"content parts of type {str(kind)[:40]!r} are not supported here")
+        return parts
+
+    def text(self) -> str:
+        """The text parts joined (audio parts are transcribed before this is read)."""
+        return "\n".join(part.text for part in self.parts() if isinstance(part, TextPart))
+
+
+class AudioOutput(BaseModel):
+    """`audio`: the spoken reply's voice (ours or an OpenAI name) and format."""
+
+    voice: str = Field(min_length=1, max_length=64)
+    format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"] = "wav"
 
 
 class StreamOptions(BaseModel):
@@ -51,6 +77,12 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="One choice per request")
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+
+    @property
+    def speaks(self) -> bool:
+        return self.modalities is not None and "audio" in self.modalities
 
     @field_validator("stop")
     @classmethod
@@ -72,9 +104,19 @@ class ChatUsage(BaseModel):
     total_tokens: int
 
 
+class ReplyAudio(BaseModel):
+    """`message.audio` of a spoken reply (OpenAI's ChatCompletionAudio)."""
+
+    id: str
+    data: str = Field(description="base64 of the whole spoken reply in the asked format")
+    expires_at: int
+    transcript: str
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    audio: ReplyAudio | None = None
 
 
 class ChatChoice(BaseModel):

@@ -220,13 +220,16 @@ TRANSCRIPTION_DOCS: dict[str, Any] = {
 }
 
 CHAT_DOCS: dict[str, Any] = {
-    "summary": "Chat completion, text (OpenAI's chat.completions)",
+    "summary": "Chat completion, text and speech (OpenAI's chat.completions)",
     "description": "The messages as written (system/developer, user, assistant; text content) go to the "
     "language model of the request's language: the model id's, else the script of the last user message "
     "(kana or kanji: Japanese). `max_tokens`/`max_completion_tokens` up to `max_chat_tokens` (also the "
     "default), `temperature`, `stop` (up to 4). `stream: true` sends `chat.completion.chunk` events and "
     "`data: [DONE]`; `stream_options.include_usage` adds a last chunk with the usage. Usage counts tokens "
-    "with the answering model's tokenizer.",
+    "with the answering model's tokenizer. Audio: user content parts of type `input_audio` (base64) are "
+    'transcribed first (the dialogue\'s decoding and errors), and `modalities: ["text", "audio"]` with '
+    "`audio: {voice, format}` returns the reply spoken in `message.audio` (not streamed yet). The spoken "
+    "dialogue's ids (`voice-dialogue`, `gpt-4o-audio-preview`) are accepted as models here.",
     "response_class": Response,
     "responses": {
         200: {
@@ -236,7 +239,13 @@ CHAT_DOCS: dict[str, Any] = {
                 "text/event-stream": {"schema": _ref(ChatCompletionChunk)},
             },
         },
-        **openai_error_responses(*_MODEL_RUN),
+        **openai_error_responses(
+            *_MODEL_RUN,
+            OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+            OrchestratorErrorCode.AUDIO_TOO_SHORT,
+            OrchestratorErrorCode.AUDIO_TOO_LONG,
+            OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
+        ),
     },
     "openapi_extra": _json_body(ChatCompletionRequest),
 }

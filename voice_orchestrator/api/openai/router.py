@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from voice_orchestrator.api.openai.catalog import OPENAI_VOICES, ModelCatalog
 from voice_orchestrator.api.openai.chat import ChatModelStage, ChatService
+from voice_orchestrator.api.openai.chat_audio import ChatVoice
 from voice_orchestrator.api.openai.docs import (
     CHAT_DOCS,
     MODEL_DOCS,
@@ -51,12 +52,9 @@ class OpenAIServices:
     ) -> OpenAIServices:
         """On the dialogue routes' objects: the same API key, admission slots, settings and meter."""
         gateway = OpenAIGateway(dialogues, meter, ModelCatalog(engine_info, int(time.time())))
-        return cls(
-            gateway,
-            SpeechService(gateway, tts),
-            TranscriptionService(gateway, stt),
-            ChatService(gateway, llm),
-        )
+        speech = SpeechService(gateway, tts)
+        chat = ChatService(gateway, llm, ChatVoice(gateway, stt, speech))
+        return cls(gateway, speech, TranscriptionService(gateway, stt), chat)
 
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])

@@ -69,14 +69,21 @@ class SpeechService:
             )
         return StreamingResponse(pieces, media_type=encoder.media_type)
 
-    async def _synthesize(self, text: str, body: SpeechRequest, voice: str | None) -> SpeechAudio:
-        language = "ja" if is_japanese(text) else (body.language or "en").lower()
-        asked = SynthesisRequest(text=text, language=language, voice=voice)
+    async def synthesize(
+        self, text: str, voice: str | None, language: str | None, speed: float
+    ) -> SpeechAudio:
+        """One sentence by the TextToSpeech stage: Japanese by its script, other text in `language` (default
+        English); `speed` applied after."""
+        spoken_in = "ja" if is_japanese(text) else (language or "en").lower()
+        asked = SynthesisRequest(text=text, language=spoken_in, voice=voice)
         speech = await self._gateway.call_stage("tts", self._tts.synthesize(asked))
-        if body.speed != 1.0:
-            samples = await asyncio.to_thread(change_tempo, speech.samples, speech.sample_rate, body.speed)
+        if speed != 1.0:
+            samples = await asyncio.to_thread(change_tempo, speech.samples, speech.sample_rate, speed)
             speech = speech.model_copy(update={"samples": samples})
         return speech
+
+    async def _synthesize(self, text: str, body: SpeechRequest, voice: str | None) -> SpeechAudio:
+        return await self.synthesize(text, voice, body.language, body.speed)
 
     async def _pieces(
         self,
