@@ -5,12 +5,14 @@ real app with the official client: tests/integration/test_openai_*.py)."""
 from __future__ import annotations
 
 import io
+import json
 
 import av
 import numpy as np
 import pytest
 from starlette.datastructures import FormData
 
+from tests.unit.test_edge import Recorder, http_scope, plain
 from voice_orchestrator.api.openai.catalog import Catalog, model_id
 from voice_orchestrator.api.openai.chat import finish_reason, reply_request
 from voice_orchestrator.api.openai.chat_audio import has_audio
@@ -20,6 +22,7 @@ from voice_orchestrator.api.openai.gateway import sse_data
 from voice_orchestrator.api.openai.protocol import SpeechAudioDelta, TranscriptionSegment
 from voice_orchestrator.api.openai.speech import speakable_sentences
 from voice_orchestrator.api.openai.transcription import parse_form, subtitles, timestamp
+from voice_orchestrator.edge import EdgeMiddleware
 from voice_orchestrator.engines.prompts import chat_messages, few_shot_prompt
 from voice_orchestrator.errors import (
     HTTP_STATUS,
@@ -297,3 +300,31 @@ def test_audio_parts_are_read_from_user_messages_only() -> None:
     with pytest.raises(ValueError, match="input_audio"):
         _chat(messages=[{"role": "assistant", "content": [spoken]}]).messages[0].parts()
     assert _chat(messages=[{"role": "user", "content": "Hi"}], modalities=["text", "audio"]).speaks
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "code"),
+    [
+        (429, "rate_limit_error", "TOO_MANY_REQUESTS"),
+        (500, "server_error", "INTERNAL_ERROR"),
+        (404, "not_found_error", "NOT_FOUND"),
+    ],
+)
+async def test_the_edge_answers_v1_routes_in_openais_shape(status: int, error_type: str, code: str) -> None:
+    recorder = Recorder()
+    scope = {
+        **http_scope([(b"x-request-id", b"rid-7")]),
+        "path": "/v1/audio/speech",
+        "raw_path": b"/v1/audio/speech",
+    }
+    await recorder.call(EdgeMiddleware(plain(status)), scope)
+    assert recorder.status == status
+    assert recorder.headers[b"x-request-id"] == b"rid-7"
+    body = json.loads(recorder.body)
+    assert body == {
+        "error": {"message": body["error"]["message"], "type": error_type, "param": None, "code": code}
+    }
+    # The dialogue routes keep the contract's own body.
+    dialogue = Recorder()
+    await dialogue.call(EdgeMiddleware(plain(status)), http_scope())
+    assert dialogue.error().error_code == code
