@@ -71,7 +71,7 @@ def print_table(name: str, versions: dict[str, dict[str, list[float]]]) -> None:
     first = versions[labels[0]]
     print(f"\n{name}  (n={len(first['e2e'])} per version)")
     header = "".join(f"{label:>26}" for label in labels)
-    ratios = "".join(f"{'p50 ' + label[:14] + ' / ' + labels[0][:8]:>30}" for label in labels[1:])
+    ratios = "".join(f"{'p50 ' + label + ' / ' + labels[0]:>30}" for label in labels[1:])
     print(f"  {'ms':<14}{header}{ratios}")
     for column in first:
         cells = "".join(f"{p50_p95(versions[label][column]):>26}" for label in labels)
@@ -132,8 +132,8 @@ def main() -> None:
         if args.serve:
             urls = {"default": stack.enter_context(served_app())}
             if versus:
-                label = " ".join(f"{key.removeprefix('VOICE_')}={value}" for key, value in versus.items())
-                urls[label] = stack.enter_context(served_app(versus, port=8012))
+                print("variant:", " ".join(f"{key}={value}" for key, value in versus.items()))
+                urls["variant"] = stack.enter_context(served_app(versus, port=8012))
         else:
             urls = {"default": args.url}
         results = {name: measure(urls, clip, lang, args.requests) for name, (clip, lang) in clips.items()}
