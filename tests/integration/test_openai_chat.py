@@ -156,6 +156,31 @@ def test_a_spoken_question_gets_a_spoken_reply(
     assert text_only.choices[0].message.audio is None
 
 
+def test_a_spoken_reply_streams_sentence_by_sentence(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-audio-preview",
+            messages=TOKYO,
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "pcm16"},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    # The SDK's own type for it: ChoiceDelta.audio (id, data, transcript, expires_at).
+    spoken = [
+        chunk.choices[0].delta.audio for chunk in chunks if chunk.choices and chunk.choices[0].delta.audio
+    ]
+    assert spoken, chunks
+    assert len({audio.id for audio in spoken}) == 1
+    transcript = "".join(audio.transcript or "" for audio in spoken)
+    assert is_japanese(transcript), transcript
+    pcm = b"".join(base64.b64decode(audio.data or "") for audio in spoken)
+    assert len(pcm) / 2 / 24_000 > 0.5
+    assert not "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert chunks[-1].usage is not None
+
+
 def test_audio_chat_refusals(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as streamed:
         client.chat.completions.create(
@@ -165,7 +190,7 @@ def test_audio_chat_refusals(client: openai.OpenAI) -> None:
             audio={"voice": "alloy", "format": "mp3"},
             stream=True,
         )
-    assert streamed.value.param == "stream"
+    assert streamed.value.param == "audio"
     with pytest.raises(openai.BadRequestError) as unknown_voice:
         client.chat.completions.create(
             model="gpt-4o-mini",

@@ -5,6 +5,7 @@ tokens with the answering model's own tokenizer."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from voice_orchestrator.api.openai.chat_audio import ChatVoice, has_audio
+from voice_orchestrator.api.openai.chat_audio import AUDIO_TTL_S, ChatVoice, has_audio
 from voice_orchestrator.api.openai.chat_protocol import (
     AssistantMessage,
+    AudioOutput,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,7 +29,8 @@ from voice_orchestrator.api.openai.chat_protocol import (
 from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, sse_data
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import ChatMessage, ReplyRequest, TokenUsage
-from voice_orchestrator.text import is_japanese
+from voice_orchestrator.sentences import SentenceSplitter
+from voice_orchestrator.text import clean_for_speech, is_japanese
 
 
 class ChatModelStage(Protocol):
@@ -90,8 +93,8 @@ class ChatService:
         if body.speaks:
             if body.audio is None:
                 raise _invalid("modalities has 'audio': say which voice and format in audio.", "audio")
-            if body.stream:
-                raise _invalid("A spoken reply is not streamed yet: send stream=false.", "stream")
+            if body.stream and body.audio.format != "pcm16":
+                raise _invalid("A streamed spoken reply is pcm16 (as OpenAI streams it).", "audio")
             catalog.check_voice(body.audio.voice)
         heard = None
         if has_audio(body):
@@ -105,14 +108,16 @@ class ChatService:
             deltas = self._llm.stream(asked)
             # The first text before the status: a busy or broken model is still a proper error response.
             first = await self._gateway.call_stage("llm", anext(deltas, ""))
-            chunks = self._chunks(asked, first, deltas, (completion_id, created, body.model), usage_wanted)
+            spoken = body.audio if body.speaks else None
+            meta = (completion_id, created, body.model)
+            chunks = self._chunks(asked, first, deltas, meta, usage_wanted, spoken)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
         text = await self._gateway.call_stage("llm", self._whole(asked))
         usage = await self._gateway.call_stage("llm", self._llm.usage(asked, text))
         message = AssistantMessage(content=text)
         if body.speaks and body.audio is not None:
-            spoken = await self._voice.speak(text.strip(), body.audio, asked.language)
-            message = AssistantMessage(content=None, audio=spoken)
+            said = await self._voice.speak(text.strip(), body.audio, asked.language)
+            message = AssistantMessage(content=None, audio=said)
         answer = ChatCompletion(
             id=completion_id,
             created=created,
@@ -139,8 +144,15 @@ class ChatService:
         deltas: AsyncIterator[str],
         meta: tuple[str, int, str],
         usage_wanted: bool,
+        spoken: AudioOutput | None = None,
     ) -> AsyncIterator[bytes]:
+        """Text deltas as content chunks; with `spoken`, each sentence instead as a `delta.audio` chunk
+        (its pcm16 and its transcript) as soon as it is synthesised."""
         completion_id, created, model = meta
+        audio_id = f"audio_{uuid.uuid4().hex}"
+        splitter = SentenceSplitter(
+            self._gateway.settings.stream_soft_split_chars, self._gateway.settings.stream_first_chunk_chars
+        )
 
         def chunk(delta: ChatDelta, reason: Any = None, usage: ChatUsage | None = None) -> bytes:
             choices = [] if usage is not None else [ChunkChoice(delta=delta, finish_reason=reason)]
@@ -150,16 +162,40 @@ class ChatService:
             payload = body.model_dump(mode="json")
             if usage is None:
                 payload.pop("usage")
+            for choice in payload["choices"]:
+                if choice["delta"].get("audio") is None:
+                    choice["delta"].pop("audio", None)
             return sse_data(payload)
+
+        async def said(texts: list[str]) -> AsyncIterator[bytes]:
+            assert spoken is not None
+            for sentence in texts:
+                if cleaned := clean_for_speech(sentence):
+                    pcm = await self._voice.sentence_pcm(cleaned, spoken, asked.language)
+                    audio = {
+                        "id": audio_id,
+                        "data": base64.b64encode(pcm).decode("ascii"),
+                        "transcript": sentence,
+                        "expires_at": created + AUDIO_TTL_S,
+                    }
+                    yield chunk(ChatDelta(audio=audio))
 
         parts = [first]
         try:
-            yield chunk(ChatDelta(role="assistant", content=""))
-            if first:
-                yield chunk(ChatDelta(content=first))
-            while (delta := await self._gateway.call_stage("llm", anext(deltas, None))) is not None:
-                parts.append(delta)
-                yield chunk(ChatDelta(content=delta))
+            yield chunk(ChatDelta(role="assistant", content=None if spoken else ""))
+            delta: str | None = first
+            while delta is not None:
+                if delta and spoken is None:
+                    yield chunk(ChatDelta(content=delta))
+                elif delta:
+                    async for spoken_chunk in said(splitter.feed(delta)):
+                        yield spoken_chunk
+                delta = await self._gateway.call_stage("llm", anext(deltas, None))
+                if delta is not None:
+                    parts.append(delta)
+            if spoken is not None:
+                async for spoken_chunk in said(splitter.flush()):
+                    yield spoken_chunk
         finally:  # the client left or the model failed: stop generating
             close = getattr(deltas, "aclose", None)
             if close is not None:

@@ -96,13 +96,7 @@ class ChatVoice:
 
     async def speak(self, text: str, wanted: AudioOutput, language: str) -> ReplyAudio:
         """The whole reply spoken, in the asked format (`pcm16`: raw 16-bit 24 kHz mono)."""
-        catalog = await self._gateway.catalog()
-        try:
-            voice = catalog.voice_for(wanted.voice, text)
-        except (
-            OrchestratorError
-        ):  # the reply is in a script the voice cannot read: its script's default voice
-            voice = None
+        voice = await self._voice_for(wanted, text)
         encoder = SpeechEncoder("pcm" if wanted.format == "pcm16" else wanted.format)
         data = bytearray()
         for sentence in speakable_sentences(text, self._gateway.settings.stream_soft_split_chars) or [text]:
@@ -115,3 +109,17 @@ class ChatVoice:
             expires_at=int(time.time()) + AUDIO_TTL_S,
             transcript=text,
         )
+
+    async def sentence_pcm(self, sentence: str, wanted: AudioOutput, language: str) -> bytes:
+        """One sentence of a streamed spoken reply: raw 16-bit 24 kHz mono (OpenAI streams pcm16 only)."""
+        voice = await self._voice_for(wanted, sentence)
+        speech = await self._speech.synthesize(sentence, voice, language, 1.0)
+        return await asyncio.to_thread(SpeechEncoder("pcm").encode, speech.samples, speech.sample_rate)
+
+    async def _voice_for(self, wanted: AudioOutput, text: str) -> str | None:
+        """The asked voice, or, for a reply in a script it cannot read, None: that script's default voice."""
+        catalog = await self._gateway.catalog()
+        try:
+            return catalog.voice_for(wanted.voice, text)
+        except OrchestratorError:
+            return None

@@ -138,6 +138,8 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # A streamed spoken reply: {id, data (base64 pcm16), transcript, expires_at}, one sentence per chunk.
+    audio: dict[str, Any] | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -228,7 +228,8 @@ CHAT_DOCS: dict[str, Any] = {
     "`data: [DONE]`; `stream_options.include_usage` adds a last chunk with the usage. Usage counts tokens "
     "with the answering model's tokenizer. Audio: user content parts of type `input_audio` (base64) are "
     'transcribed first (the dialogue\'s decoding and errors), and `modalities: ["text", "audio"]` with '
-    "`audio: {voice, format}` returns the reply spoken in `message.audio` (not streamed yet). The spoken "
+    "`audio: {voice, format}` returns the reply spoken in `message.audio` (streamed: pcm16, a sentence per "
+    "`delta.audio`). The spoken "
     "dialogue's ids (`voice-dialogue`, `gpt-4o-audio-preview`) are accepted as models here.",
     "response_class": Response,
     "responses": {
