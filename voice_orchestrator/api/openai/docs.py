@@ -194,10 +194,13 @@ TRANSCRIPTION_DOCS: dict[str, Any] = {
                             },
                             "model": {
                                 "type": "string",
+                                "minLength": 1,
+                                "maxLength": 256,
                                 "description": "whisper-1, or an id of GET /v1/models",
                             },
                             "language": {
                                 "type": "string",
+                                "maxLength": 16,
                                 "description": "Whisper code (ja, en, ...); absent = detect",
                             },
                             "prompt": {"type": "string", "description": "Accepted, ignored"},
