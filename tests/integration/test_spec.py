@@ -53,7 +53,9 @@ def test_status_and_sessions_tell_the_truth(case: schemathesis.Case[Any], live_u
     case.call_and_validate(base_url=live_url)
 
 
-@schema.include(path_regex=DIALOGUE_PATHS).parametrize()
+# `include(path_regex=...)` filters nothing in the installed schemathesis (all ten operations came through,
+# the model-running /v1 ones included): what is not a dialogue route is excluded instead.
+@schema.exclude(path_regex="^(?!/api/orchestrator/dialogue)").parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_dialogue_routes_tell_the_truth(case: schemathesis.Case[Any], live_url: str) -> None:
     case.call_and_validate(base_url=live_url)
