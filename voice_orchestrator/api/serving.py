@@ -52,6 +52,33 @@ from voice_orchestrator.settings import IngressSettings
 logger = logging.getLogger("voice_orchestrator.api.serving")
 
 
+def logged_refusal(
+    log: logging.Logger, what: str, error: Exception, request_id: str, started: float, **fields: str
+) -> OrchestratorError:
+    """The typed error a request is refused with (INTERNAL_ERROR for anything unexpected, its traceback in
+    the log only, never to the client), logged at WARNING (4xx) or ERROR (5xx) with `fields`."""
+    if not isinstance(error, OrchestratorError):
+        log.error(
+            f"{what} failed",
+            exc_info=error,
+            extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
+        )
+        error = internal_error()
+    log.log(
+        logging.WARNING if error.http_status < 500 else logging.ERROR,
+        f"{what} refused: %s",
+        error.message,
+        extra={
+            "request_id": request_id,
+            "error_code": error.code.value,
+            "status_code": error.http_status,
+            **fields,
+            "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
+        },
+    )
+    return error
+
+
 class DialogueService:
     def __init__(self, pipeline: DialoguePipeline, settings: IngressSettings, meter: Meter) -> None:
         self._pipeline = pipeline
@@ -192,26 +219,7 @@ class DialogueService:
 
     def _refuse(self, error: Exception, request_id: str, started: float, mode: str) -> ErrorBody:
         """Log and count a failed dialogue; its error body (INTERNAL_ERROR for anything unexpected)."""
-        if not isinstance(error, OrchestratorError):
-            # The traceback goes to the log only, never to the client.
-            logger.error(
-                "dialogue failed",
-                exc_info=error,
-                extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
-            )
-            error = internal_error()
-        logger.log(
-            logging.WARNING if error.http_status < 500 else logging.ERROR,
-            "dialogue refused: %s",
-            error.message,
-            extra={
-                "request_id": request_id,
-                "error_code": error.code.value,
-                "status_code": error.http_status,
-                "mode": mode,
-                "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
-            },
-        )
+        error = logged_refusal(logger, "dialogue", error, request_id, started, mode=mode)
         tags = {"outcome": outcome_of(error.code), "error_code": error.code.value, "language": "unknown"}
         self._meter.record(DIALOGUES, 1.0, {**tags, "mode": mode})
         return error_body(error, request_id)

@@ -15,9 +15,9 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from voice_orchestrator.api.errors import error_body, error_response, internal_error, request_id_of
+from voice_orchestrator.api.errors import error_body, error_response, request_id_of
 from voice_orchestrator.api.openai.catalog import Catalog, ModelCatalog
-from voice_orchestrator.api.serving import DialogueService
+from voice_orchestrator.api.serving import DialogueService, logged_refusal
 from voice_orchestrator.api.uploads import UploadLimits, limited_request
 from voice_orchestrator.errors import (
     STAGE_UNAVAILABLE,
@@ -182,25 +182,7 @@ class OpenAIGateway:
         self._meter.record(OPENAI_LATENCY, elapsed, {"route": route})
 
     def _logged(self, error: Exception, request_id: str, route: str, started: float) -> OrchestratorError:
-        if not isinstance(error, OrchestratorError):
-            logger.error(
-                "openai request failed",
-                exc_info=error,
-                extra={"request_id": request_id, "error_code": OrchestratorErrorCode.INTERNAL_ERROR.value},
-            )
-            error = internal_error()
-        logger.log(
-            logging.WARNING if error.http_status < 500 else logging.ERROR,
-            "openai request refused: %s",
-            error.message,
-            extra={
-                "request_id": request_id,
-                "error_code": error.code.value,
-                "status_code": error.http_status,
-                "route": route,
-                "duration_ms": round((time.perf_counter() - started) * 1000.0, 1),
-            },
-        )
+        error = logged_refusal(logger, "openai request", error, request_id, started, route=route)
         tags = {"route": route, "outcome": outcome_of(error.code), "error_code": error.code.value}
         self._meter.record(OPENAI_REQUESTS, 1.0, tags)
         return error
