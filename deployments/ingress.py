@@ -68,7 +68,8 @@ class Orchestrator:
         setup_replica(live.log_transcripts)
         handles = {"stt": stt, "llm": llm, "tts": tts}
         self._stages = {
-            stage: StageClient(handle, stage, live.retry_after_seconds) for stage, handle in handles.items()
+            stage: StageClient(handle, stage, live.retry_after_seconds, STAGE_WATCH_INTERVAL_S)
+            for stage, handle in handles.items()
         }
         self._conversations = (
             ConversationsClient(conversations, live.status_ping_timeout_seconds) if conversations else None

@@ -1,15 +1,16 @@
 """The ingress's side of a stage deployment: a Serve handle seen as the pipeline's stage Protocols.
 
 One adapter for every stage: it cancels abandoned calls on the replica too, turns a full queue into a 429,
-and keeps the evidence (latency, failures) that /status reports.
+refuses (503) a call no replica can serve instead of letting it wait for the stage timeout, and keeps the
+evidence (latency, failures) that /status reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -27,11 +28,22 @@ from voice_orchestrator.protocol import (
 )
 from voice_orchestrator.status import CallEvidence, DeploymentView
 
+T = TypeVar("T")
+
+# Replica states in which a replica may be executing a call already sent (STOPPING: draining on redeploy).
+SERVING_REPLICA_STATES = frozenset({"RUNNING", "UPDATING", "RECOVERING", "STOPPING", "PENDING_MIGRATION"})
+
+
+class _NoServingReplica(Exception):
+    """A call was sent, and then every replica that could serve it went away."""
+
 
 class StageClient:
     """Implements SpeechToTextStage, LanguageModelStage and TextToSpeechStage over one stage's handle."""
 
-    def __init__(self, handle: DeploymentHandle[Any], stage: str, retry_after: int) -> None:
+    def __init__(
+        self, handle: DeploymentHandle[Any], stage: str, retry_after: int, watch_interval_s: float = 1.0
+    ) -> None:
         self._handle = handle
         self._stage = stage
         self.retry_after = retry_after
@@ -39,16 +51,40 @@ class StageClient:
         # Serve's latest view of the stage's deployment (kept fresh by the ingress): with no running replica a
         # handle call would wait for one until the stage timeout; refuse at once instead (503, Retry-After).
         self.deployment: DeploymentView | None = None
+        self._watch_interval_s = watch_interval_s
 
     def _check_available(self) -> None:
+        """Before a call: a replica must be running to take it."""
+        if self._lost({"RUNNING"}):
+            raise self._unavailable()
+
+    def _lost(self, serving_states: frozenset[str] | set[str]) -> bool:
         view = self.deployment
-        if view is not None and view.state is not None and view.replica_states.get("RUNNING", 0) == 0:
-            raise OrchestratorError(
-                STAGE_UNAVAILABLE[self._stage],
-                f"The {self._stage.upper()} service is unavailable; retry shortly.",
-                details={"stage": self._stage},
-                retry_after=self.retry_after,
-            )
+        if view is None or view.state is None:  # not seen yet: let the call try
+            return False
+        return not any(view.replica_states.get(state, 0) for state in serving_states)
+
+    def _unavailable(self) -> OrchestratorError:
+        return OrchestratorError(
+            STAGE_UNAVAILABLE[self._stage],
+            f"The {self._stage.upper()} service is unavailable; retry shortly.",
+            details={"stage": self._stage},
+            retry_after=self.retry_after,
+        )
+
+    async def _while_served(self, pending: Awaitable[T]) -> T:
+        """Await a call already sent, giving up (503) once no replica could be serving it: when its replica's
+        node is lost, Serve keeps the call queued for a replacement that may take minutes to start."""
+        task = asyncio.ensure_future(pending)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._watch_interval_s)
+                if done:
+                    return task.result()
+                if self._lost(SERVING_REPLICA_STATES):
+                    raise _NoServingReplica
+        finally:
+            task.cancel()  # no-op when done; else the caller left, a timeout fired, or the replica is gone
 
     async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
         result: Transcription = await self._call("transcribe", audio, language)
@@ -64,9 +100,15 @@ class StageClient:
         deltas: Any = self._handle.options(stream=True).stream.remote(request)
         finished = False
         try:
-            async for delta in deltas:
+            while True:
+                try:
+                    delta = await self._while_served(deltas.__anext__())
+                except StopAsyncIteration:
+                    break
                 yield delta
             finished = True
+        except _NoServingReplica:
+            raise self._unavailable() from None
         except Exception as error:
             raise self._failed(error) from None
         finally:
@@ -93,10 +135,13 @@ class StageClient:
         started = time.perf_counter()
         response: Any = getattr(self._handle, method).remote(*args)
         try:
-            result = await response
+            result = await self._while_served(response)
         except asyncio.CancelledError:  # the pipeline's timeout fired or the client left: free the replica
             response.cancel()
             raise
+        except _NoServingReplica:
+            response.cancel()
+            raise self._unavailable() from None
         except Exception as error:
             raise self._failed(error) from None
         self.evidence.success((time.perf_counter() - started) * 1000.0)
