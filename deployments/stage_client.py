@@ -21,6 +21,7 @@ from voice_orchestrator.protocol import (
     EngineInfo,
     ReplyRequest,
     SpeechAudio,
+    SpeechTask,
     SynthesisRequest,
     TokenUsage,
     Transcription,
@@ -86,8 +87,10 @@ class StageClient:
         finally:
             task.cancel()  # no-op when done; else the caller left, a timeout fired, or the replica is gone
 
-    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
-        result: Transcription = await self._call("transcribe", audio, language)
+    async def transcribe(
+        self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription:
+        result: Transcription = await self._call("transcribe", audio, language, task)
         return result
 
     async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:

@@ -10,7 +10,7 @@ from deployments._metrics import ServeMeter
 from deployments._replica import MODEL_STAGE_OPTIONS, ModelStage, served
 from voice_orchestrator.engines import create_stt_engine
 from voice_orchestrator.metrics import INPUT_AUDIO, language_tag
-from voice_orchestrator.protocol import DecodedAudio, EngineInfo, Transcription
+from voice_orchestrator.protocol import DecodedAudio, EngineInfo, SpeechTask, Transcription
 from voice_orchestrator.settings import EngineSettings, StageSettings
 
 
@@ -25,12 +25,14 @@ class SpeechToText(ModelStage[StageSettings]):
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
-    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
+    async def transcribe(
+        self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription:
         engine = self._engine.info.engine
         transcription = await served(
             "stt",
             self._health,
-            asyncio.to_thread(self._engine.transcribe, audio.samples, language),
+            asyncio.to_thread(self._engine.transcribe, audio.samples, language, task),
             meter=self._meter,
             engine=engine,
             language=lambda result: result.language,

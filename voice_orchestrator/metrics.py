@@ -128,7 +128,7 @@ DIALOGUES_LIMIT = MetricSpec(
     "max_concurrent_dialogues of this ingress replica: beyond it requests get 429.",
 )
 # Recorded by the ingress for the OpenAI-compatible routes (`/v1/...`); `route` is the route's short name
-# (models, speech, voices, transcriptions, chat).
+# (models, speech, voices, transcriptions, translations, chat).
 OPENAI_REQUESTS = MetricSpec(
     "voice_openai_requests",
     "counter",

@@ -31,9 +31,13 @@ class DecodedAudio(_ArrayModel):
         return len(self.samples) / self.sample_rate
 
 
+# What Whisper does with the speech: write it down in its language, or translate it into English.
+SpeechTask = Literal["transcribe", "translate"]
+
+
 class Transcription(BaseModel):
     text: str
-    language: str
+    language: str  # of the speech (also when the text is its English translation)
 
 
 class Turn(BaseModel):

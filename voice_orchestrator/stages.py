@@ -12,6 +12,7 @@ from voice_orchestrator.protocol import (
     DecodedAudio,
     ReplyRequest,
     SpeechAudio,
+    SpeechTask,
     SynthesisRequest,
     Transcription,
     Turn,
@@ -19,7 +20,9 @@ from voice_orchestrator.protocol import (
 
 
 class SpeechToTextStage(Protocol):
-    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription: ...
+    async def transcribe(
+        self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription: ...
 
 
 class LanguageModelStage(Protocol):

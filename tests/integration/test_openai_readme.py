@@ -39,6 +39,7 @@ def test_the_curl_examples(base_url: str, tmp_path: Path) -> None:
     assert (tmp_path / "reply.mp3").stat().st_size > 5_000
     assert '"object": "list"' in done.stdout  # the models, pretty-printed
     assert "天気" in done.stdout  # the transcript of the spoken reply
+    assert '"task":"translate","language":"en"' in done.stdout  # the reply translated into English
     assert '"chat.completion"' in done.stdout
 
 

@@ -1,5 +1,6 @@
-"""`/v1/audio/transcriptions` on the real app with the official `openai` client: Japanese and English, every
-response_format, streaming, and the contract's audio errors as the SDK's typed exceptions."""
+"""`/v1/audio/transcriptions` and `/v1/audio/translations` on the real app with the official `openai` client:
+Japanese and English, every response_format, streaming, and the contract's audio errors as the SDK's typed
+exceptions."""
 
 from __future__ import annotations
 
@@ -75,6 +76,32 @@ def test_streamed_transcript_events(client: openai.OpenAI, english_question: tup
     assert done.type == "transcript.text.done"
     assert deltas == done.text
     assert keyword in done.text.lower()
+
+
+def test_japanese_speech_translated_into_english(
+    client: openai.OpenAI, japanese_question: tuple[bytes, str], english_question: tuple[bytes, str]
+) -> None:
+    audio, _ = japanese_question  # 「今日の天気は？」
+    translated = client.audio.translations.create(model="whisper-1", file=("q.wav", audio, "audio/wav"))
+    assert "weather" in translated.text.lower(), translated.text
+    assert translated.text.isascii(), translated.text
+    verbose = client.audio.translations.create(
+        model="whisper-1", file=("q.wav", audio, "audio/wav"), response_format="verbose_json"
+    )
+    assert (verbose.language, getattr(verbose, "task", None)) == ("en", "translate")  # the output's language
+    assert verbose.text == translated.text
+    assert verbose.segments
+    assert verbose.segments[0].end == verbose.duration
+    english, keyword = english_question  # English speech: translated is transcribed
+    srt = client.audio.translations.create(
+        model="whisper-1", file=("q.wav", english, "audio/wav"), response_format="srt"
+    )
+    assert isinstance(srt, str)
+    assert srt.startswith("1\n00:00:00,000 --> "), srt
+    assert keyword in srt.lower(), srt
+    with pytest.raises(openai.BadRequestError) as garbage:
+        client.audio.translations.create(model="whisper-1", file=("q.wav", b"RIFF" * 64, "audio/wav"))
+    assert garbage.value.code == "INVALID_AUDIO_FORMAT"
 
 
 def test_audio_errors_are_typed_sdk_exceptions(

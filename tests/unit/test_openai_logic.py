@@ -19,7 +19,7 @@ from voice_orchestrator.api.openai.chat_audio import has_audio
 from voice_orchestrator.api.openai.chat_protocol import ChatCompletionRequest
 from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo
 from voice_orchestrator.api.openai.gateway import sse_data
-from voice_orchestrator.api.openai.protocol import SpeechAudioDelta, TranscriptionSegment
+from voice_orchestrator.api.openai.protocol import SpeechAudioDelta, TranscriptionForm, TranscriptionSegment
 from voice_orchestrator.api.openai.speech import speakable_sentences
 from voice_orchestrator.api.openai.transcription import parse_form, subtitles, timestamp
 from voice_orchestrator.edge import EdgeMiddleware
@@ -208,12 +208,14 @@ def test_transcription_form_fields() -> None:
             ("include[]", "x"),
         ]
     )
-    fields, upload = parse_form(form)
+    fields, upload = parse_form(form, TranscriptionForm)
     assert upload is None
     assert fields.timestamp_granularities == ["segment"]
     assert fields.stream is True
     with pytest.raises(OrchestratorError) as refused:
-        parse_form(FormData([("model", "whisper-1"), ("timestamp_granularities[]", "word")]))
+        parse_form(
+            FormData([("model", "whisper-1"), ("timestamp_granularities[]", "word")]), TranscriptionForm
+        )
     assert refused.value.details == {"field": "timestamp_granularities"}
 
 

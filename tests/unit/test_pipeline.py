@@ -17,6 +17,7 @@ from voice_orchestrator.protocol import (
     Reply,
     ReplyRequest,
     SpeechAudio,
+    SpeechTask,
     SynthesisRequest,
     Transcription,
 )
@@ -30,7 +31,9 @@ class FakeSTT:
         self.text, self.language, self.delay = text, language, delay
         self.calls: list[tuple[float, str | None]] = []
 
-    async def transcribe(self, audio: DecodedAudio, language: str | None) -> Transcription:
+    async def transcribe(
+        self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription:
         self.calls.append((audio.duration_s, language))
         await asyncio.sleep(self.delay)
         return Transcription(text=self.text, language=language or self.language)

@@ -90,18 +90,20 @@ def limited_request(request: Request, limits: UploadLimits) -> Request:
     return Request(request.scope, guarded_receive)
 
 
-async def read_form(request: Request, limits: UploadLimits) -> FormData:
-    """Parse the multipart body within the byte limit and the read deadline."""
+async def read_form(
+    request: Request, limits: UploadLimits, file_field: str = "audio", max_fields: int = 8
+) -> FormData:
+    """Parse the multipart body (one file, named `file_field`) within the byte limit and the read deadline."""
     limited = limited_request(request, limits)
     try:
-        return await limited.form(max_files=1, max_fields=8)
+        return await limited.form(max_files=1, max_fields=max_fields)
     except OrchestratorError:
         raise
     except Exception as error:  # malformed multipart, wrong content type, too many parts
         raise OrchestratorError(
             OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
-            "Send the audio as multipart/form-data with a file field named 'audio'.",
-            details={"reason": str(error)[:200] or type(error).__name__},
+            f"Send the audio as multipart/form-data with a file field named {file_field!r}.",
+            details={"field": file_field, "reason": str(error)[:200] or type(error).__name__},
         ) from None
 
 

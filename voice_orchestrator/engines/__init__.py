@@ -10,15 +10,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
-from voice_orchestrator.protocol import EngineInfo, FloatArray, ReplyRequest, SpeechAudio, Transcription
+from voice_orchestrator.protocol import (
+    EngineInfo,
+    FloatArray,
+    ReplyRequest,
+    SpeechAudio,
+    SpeechTask,
+    Transcription,
+)
 from voice_orchestrator.settings import LanguageModelSettings, SpeechToTextSettings, TextToSpeechSettings
 
 
 class SpeechToTextEngine(Protocol):
     info: EngineInfo
 
-    def transcribe(self, samples: FloatArray, language: str | None) -> Transcription:
-        """Blocking: 16 kHz mono float32 samples -> text. `language` None = detect."""
+    def transcribe(
+        self, samples: FloatArray, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription:
+        """Blocking: 16 kHz mono float32 samples -> text. `language` (of the speech) None = detect;
+        `translate`: the text in English, whatever the speech's language."""
         ...
 
     def probe(self) -> None:

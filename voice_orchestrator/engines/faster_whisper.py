@@ -17,7 +17,7 @@ import numpy as np
 
 from voice_orchestrator.engines.assets import packaged_whisper_base
 from voice_orchestrator.engines.whisper_window import FittedWindowWhisper, WindowOptions, pick_language
-from voice_orchestrator.protocol import EngineInfo, FloatArray, Transcription
+from voice_orchestrator.protocol import EngineInfo, FloatArray, SpeechTask, Transcription
 from voice_orchestrator.settings import SpeechToTextSettings
 
 logger = logging.getLogger(__name__)
@@ -106,10 +106,12 @@ class FasterWhisperEngine:
             },
         )
 
-    def transcribe(self, samples: FloatArray, language: str | None) -> Transcription:
+    def transcribe(
+        self, samples: FloatArray, language: str | None, task: SpeechTask = "transcribe"
+    ) -> Transcription:
         if self._window is None:
-            return self._transcribe_full(samples, language, self._settings.vad_filter)
-        result = self._window.transcribe(samples, language)
+            return self._transcribe_full(samples, language, self._settings.vad_filter, task)
+        result = self._window.transcribe(samples, language, task)
         if result.transcription is not None:
             times = result.times
             logger.debug(
@@ -124,14 +126,17 @@ class FasterWhisperEngine:
             )
             return result.transcription
         # Too long for one fitted window: transcribe's 30 s windows, on the speech VAD has already kept.
-        return self._transcribe_full(result.audio, language, vad_filter=False)
+        return self._transcribe_full(result.audio, language, vad_filter=False, task=task)
 
-    def _transcribe_full(self, samples: FloatArray, language: str | None, vad_filter: bool) -> Transcription:
+    def _transcribe_full(
+        self, samples: FloatArray, language: str | None, vad_filter: bool, task: SpeechTask
+    ) -> Transcription:
         if language is None and self._expected and self._model.model.is_multilingual:
             # transcribe cannot restrict its detection: detect here (the pass it would spend) and pass it on.
             _, _, probabilities = self._model.detect_language(audio=samples, vad_filter=vad_filter)
             language, _ = pick_language(probabilities, self._expected)
         options = {
+            "task": task,
             "language": language,
             "beam_size": self._settings.beam_size,
             "temperature": 0.0,

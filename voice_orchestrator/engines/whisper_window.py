@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from voice_orchestrator.protocol import FloatArray, Transcription
+from voice_orchestrator.protocol import FloatArray, SpeechTask, Transcription
 
 # Whisper's full window: 30 s of 10 ms mel frames; the encoder never takes more.
 FULL_WINDOW_FRAMES = 3000
@@ -137,20 +137,21 @@ class FittedWindowWhisper:
         # Language-independent: the non-speech and special tokens transcribe(suppress_tokens=[-1]) suppresses.
         english = Tokenizer(model.hf_tokenizer, self._multilingual, task="transcribe", language="en")
         self._suppress = list(get_suppressed_tokens(english, [-1]))
-        self._tokenizers: dict[str, Any] = {"en": english}
+        self._tokenizers: dict[tuple[str, SpeechTask], Any] = {("en", "transcribe"): english}
 
-    def _tokenizer(self, language: str) -> Any:
+    def _tokenizer(self, language: str, task: SpeechTask) -> Any:
+        """The decoder's prompt tokens: language and task (an English-only model knows neither)."""
         from faster_whisper.tokenizer import Tokenizer
 
-        tokenizer = self._tokenizers.get(language)
+        tokenizer = self._tokenizers.get((language, task))
         if tokenizer is None:  # raises ValueError on an unknown language code, as transcribe does
-            tokenizer = Tokenizer(
-                self._model.hf_tokenizer, self._multilingual, task="transcribe", language=language
-            )
-            self._tokenizers[language] = tokenizer
+            tokenizer = Tokenizer(self._model.hf_tokenizer, self._multilingual, task=task, language=language)
+            self._tokenizers[(language, task)] = tokenizer
         return tokenizer
 
-    def transcribe(self, samples: FloatArray, language: str | None) -> WindowResult:
+    def transcribe(
+        self, samples: FloatArray, language: str | None, task: SpeechTask = "transcribe"
+    ) -> WindowResult:
         times = StageTimes()
         started = time.perf_counter()
         audio = speech_only(samples) if self.options.vad_filter else samples
@@ -180,7 +181,7 @@ class FittedWindowWhisper:
                 encoder_output, frames = self._encode(features[:, :content_frames], times, FULL_WINDOW_FRAMES)
                 language, _ = self._detect(encoder_output)
                 times.window_frames = frames
-        tokenizer = self._tokenizer(language)
+        tokenizer = self._tokenizer(language, task)
 
         # transcribe's seek loop: a window whose last segment is unfinished (it ends on two timestamps) is
         # decoded again from its last timestamp on. Each further window is fitted to what is left.
@@ -256,5 +257,5 @@ class FittedWindowWhisper:
         """One encoder pass on the smallest window and one decoder step: cheap proof the model runs."""
         tone = (0.1 * np.sin(2 * np.pi * 440.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
         encoder_output, _ = self._encode(self._model.feature_extractor(tone)[:, :-1], StageTimes())
-        prompt = list(self._tokenizer("en").sot_sequence)
+        prompt = list(self._tokenizer("en", "transcribe").sot_sequence)
         self._model.model.generate(encoder_output, [prompt], beam_size=1, max_length=len(prompt) + 1)

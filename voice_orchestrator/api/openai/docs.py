@@ -20,9 +20,11 @@ from voice_orchestrator.api.openai.protocol import (
     SpeechAudioDelta,
     SpeechAudioDone,
     SpeechRequest,
+    TranscriptionForm,
     TranscriptionResult,
     TranscriptTextDelta,
     TranscriptTextDone,
+    TranslationForm,
     VerboseTranscription,
     VoiceList,
 )
@@ -148,79 +150,76 @@ SPEECH_DOCS: dict[str, Any] = {
 }
 
 _TEXT = {"schema": {"type": "string"}}
-TRANSCRIPTION_DOCS: dict[str, Any] = {
-    "summary": "Speech to text (OpenAI's audio.transcriptions)",
-    "description": "The same decoding and limits as the dialogue routes: undecodable audio is a 400 "
-    "INVALID_AUDIO_FORMAT, too short or too long a 400, no speech a 422. `prompt` and `temperature` are "
-    "accepted and ignored (greedy decoding). verbose_json, srt and vtt hold one segment spanning the whole "
-    "clip. `stream=true` answers `transcript.text.delta` and `transcript.text.done` events.",
-    "response_class": Response,
-    "responses": {
-        200: {
-            "description": "The transcript in the asked response_format, or server-sent events",
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [_ref(TranscriptionResult), _ref(VerboseTranscription)]}
-                },
-                "text/plain": _TEXT,
-                "application/x-subrip": _TEXT,
-                "text/vtt": _TEXT,
-                "text/event-stream": {
-                    "schema": {"oneOf": [_ref(TranscriptTextDelta), _ref(TranscriptTextDone)]}
-                },
-            },
-        },
-        **openai_error_responses(
-            *_MODEL_RUN,
-            OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
-            OrchestratorErrorCode.AUDIO_TOO_SHORT,
-            OrchestratorErrorCode.AUDIO_TOO_LONG,
-            OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
-        ),
-    },
-    "openapi_extra": {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file", "model"],
-                        "properties": {
-                            "file": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": "WAV, FLAC, OGG, MP3, WebM or M4A; decided from the bytes",
-                            },
-                            "model": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 256,
-                                "description": "whisper-1, or an id of GET /v1/models",
-                            },
-                            "language": {
-                                "type": "string",
-                                "maxLength": 16,
-                                "description": "Whisper code (ja, en, ...); absent = detect",
-                            },
-                            "prompt": {"type": "string", "description": "Accepted, ignored"},
-                            "response_format": {
-                                "type": "string",
-                                "enum": ["json", "text", "verbose_json", "srt", "vtt"],
-                            },
-                            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-                            "timestamp_granularities[]": {
-                                "type": "array",
-                                "items": {"type": "string", "enum": ["segment"]},
-                            },
-                            "stream": {"type": "boolean"},
-                        },
-                    }
-                }
-            },
-        }
-    },
+_FILE = {
+    "type": "string",
+    "format": "binary",
+    "description": "WAV, FLAC, OGG, MP3, WebM or M4A; decided from the bytes",
 }
+
+
+def _form_body(form: type[BaseModel]) -> dict[str, Any]:
+    """A multipart body: the `file` and the fields of `form` (a list field is sent as `name[]`)."""
+    schema = form.model_json_schema()
+    properties = {
+        f"{name}[]" if field.get("type") == "array" else name: field
+        for name, field in schema["properties"].items()
+    }
+    body = {
+        "type": "object",
+        "required": ["file", *schema.get("required", [])],
+        "properties": {"file": _FILE, **properties},
+    }
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": body}}}}
+
+
+def _recognition_docs(summary: str, description: str, form: type[BaseModel], streams: bool) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"oneOf": [_ref(TranscriptionResult), _ref(VerboseTranscription)]}},
+        "text/plain": _TEXT,
+        "application/x-subrip": _TEXT,
+        "text/vtt": _TEXT,
+    }
+    if streams:
+        content["text/event-stream"] = {
+            "schema": {"oneOf": [_ref(TranscriptTextDelta), _ref(TranscriptTextDone)]}
+        }
+    return {
+        "summary": summary,
+        "description": "The same decoding and limits as the dialogue routes: undecodable audio is a 400 "
+        "INVALID_AUDIO_FORMAT, too short or too long a 400, no speech a 422. `prompt` and `temperature` are "
+        "accepted and ignored (greedy decoding). verbose_json, srt and vtt hold one segment spanning the "
+        f"whole clip. {description}",
+        "response_class": Response,
+        "responses": {
+            200: {
+                "description": "The text in the asked response_format"
+                + (", or server-sent events" if streams else ""),
+                "content": content,
+            },
+            **openai_error_responses(
+                *_MODEL_RUN,
+                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+                OrchestratorErrorCode.AUDIO_TOO_SHORT,
+                OrchestratorErrorCode.AUDIO_TOO_LONG,
+                OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
+            ),
+        },
+        "openapi_extra": _form_body(form),
+    }
+
+
+TRANSCRIPTION_DOCS = _recognition_docs(
+    "Speech to text (OpenAI's audio.transcriptions)",
+    "`stream=true` answers `transcript.text.delta` and `transcript.text.done` events.",
+    TranscriptionForm,
+    streams=True,
+)
+TRANSLATION_DOCS = _recognition_docs(
+    "Speech in any language to English text (OpenAI's audio.translations; Whisper's translate task)",
+    "verbose_json's `language` is the output's (en), as OpenAI answers.",
+    TranslationForm,
+    streams=False,
+)
 
 CHAT_DOCS: dict[str, Any] = {
     "summary": "Chat completion, text and speech (OpenAI's chat.completions)",

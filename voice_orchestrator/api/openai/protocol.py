@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice_orchestrator.protocol import SpeechTask
+
 Stage = Literal["stt", "llm", "tts", "dialogue"]
 
 
@@ -106,15 +108,22 @@ class SpeechAudioDone(BaseModel):
 TranscriptionFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 
 
-class TranscriptionForm(BaseModel):
-    """`POST /v1/audio/transcriptions`'s form fields (the file apart). `prompt` and `temperature` are accepted
+class TranslationForm(BaseModel):
+    """`POST /v1/audio/translations`'s form fields (the file apart). `prompt` and `temperature` are accepted
     and ignored: the recogniser decodes greedily without a prompt."""
 
-    model: str = Field(min_length=1, max_length=256)
-    language: str | None = Field(default=None, max_length=16)
-    prompt: str | None = None
+    model: str = Field(min_length=1, max_length=256, description="whisper-1, or an id of GET /v1/models")
+    prompt: str | None = Field(default=None, description="Accepted, ignored")
     response_format: TranscriptionFormat = "json"
-    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0, description="Accepted, ignored (greedy decoding)")
+
+
+class TranscriptionForm(TranslationForm):
+    """`POST /v1/audio/transcriptions`'s form fields (the file apart)."""
+
+    language: str | None = Field(
+        default=None, max_length=16, description="Whisper code (ja, en, ...); absent = detect"
+    )
     timestamp_granularities: list[Literal["segment"]] = Field(default_factory=list)
     stream: bool = False
 
@@ -147,7 +156,7 @@ class TranscriptionSegment(BaseModel):
 class VerboseTranscription(BaseModel):
     """`response_format: verbose_json`; `language` is the Whisper code (ja, en)."""
 
-    task: Literal["transcribe"] = "transcribe"
+    task: SpeechTask = "transcribe"
     language: str
     duration: float
     text: str

@@ -18,6 +18,7 @@ from voice_orchestrator.api.openai.docs import (
     MODELS_DOCS,
     SPEECH_DOCS,
     TRANSCRIPTION_DOCS,
+    TRANSLATION_DOCS,
     VOICES_DOCS,
 )
 from voice_orchestrator.api.openai.gateway import OpenAIGateway
@@ -113,6 +114,14 @@ async def create_transcription(request: Request) -> Response:
     services = _services(request)
     return await services.gateway.handle(
         request, "transcriptions", lambda rid: services.transcription.transcribe(request, rid)
+    )
+
+
+@router.post("/audio/translations", **TRANSLATION_DOCS)
+async def create_translation(request: Request) -> Response:
+    services = _services(request)
+    return await services.gateway.handle(
+        request, "translations", lambda rid: services.transcription.translate(request, rid)
     )
 
 

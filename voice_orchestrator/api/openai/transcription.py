@@ -1,7 +1,8 @@
-"""`POST /v1/audio/transcriptions`: the upload decoded and checked as the dialogue routes do (bad audio 400,
-too short/long 400, silence 422), recognised by the SpeechToText stage, answered in the asked
-`response_format` (json, text, verbose_json, srt, vtt) or, with `stream=true`, as `transcript.text.delta` /
-`transcript.text.done` events.
+"""`POST /v1/audio/transcriptions` and `/v1/audio/translations`: the upload decoded and checked as the
+dialogue routes do (bad audio 400, too short/long 400, silence 422), recognised by the SpeechToText stage (a
+translation: Whisper's translate task, English text whatever the speech's language), answered in the asked
+`response_format` (json, text, verbose_json, srt, vtt) or, for a transcription with `stream=true`, as
+`transcript.text.delta` / `transcript.text.done` events.
 
 The recogniser returns the text without timestamps for now, so verbose_json, srt and vtt carry one segment
 spanning the whole clip."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -25,18 +26,20 @@ from voice_orchestrator.api.openai.protocol import (
     TranscriptionSegment,
     TranscriptTextDelta,
     TranscriptTextDone,
+    TranslationForm,
     VerboseTranscription,
 )
-from voice_orchestrator.api.uploads import UploadLimits, limited_request
+from voice_orchestrator.api.uploads import UploadLimits, read_form
 from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.pipeline import normalize_language
-from voice_orchestrator.protocol import DecodedAudio, Transcription
+from voice_orchestrator.protocol import DecodedAudio, SpeechTask, Transcription
 from voice_orchestrator.stages import SpeechToTextStage
 
 # Form fields OpenAI's clients may send; `name[]` is how they send lists.
 _LIST_FIELDS = {"timestamp_granularities[]": "timestamp_granularities"}
 _IGNORED_FIELDS = {"include[]", "chunking_strategy", "known_speaker_names[]", "known_speaker_references[]"}
+FormT = TypeVar("FormT", bound=TranslationForm)
 
 
 def timestamp(seconds: float, separator: str) -> str:
@@ -60,8 +63,8 @@ def subtitles(segments: list[TranscriptionSegment], kind: str) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def parse_form(form: FormData) -> tuple[TranscriptionForm, UploadFile | None]:
-    """The form's fields as `TranscriptionForm` (a bad one is a 400 naming it) and its file."""
+def parse_form(form: FormData, fields_model: type[FormT]) -> tuple[FormT, UploadFile | None]:
+    """The form's fields as `fields_model` (a bad one is a 400 naming it) and its file."""
     fields: dict[str, Any] = {}
     upload: UploadFile | None = None
     for name, value in form.multi_items():
@@ -74,7 +77,7 @@ def parse_form(form: FormData) -> tuple[TranscriptionForm, UploadFile | None]:
         elif name not in _IGNORED_FIELDS:
             fields[name] = value
     try:
-        checked = TranscriptionForm.model_validate(fields)
+        checked = fields_model.model_validate(fields)
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else None
@@ -91,19 +94,9 @@ class TranscriptionService:
         self._gateway = gateway
         self._stt = stt
 
-    async def _read(self, request: Request) -> tuple[TranscriptionForm, bytes]:
-        limited = limited_request(request, UploadLimits.of(self._gateway.settings))
-        try:
-            form = await limited.form(max_files=1, max_fields=16)
-        except OrchestratorError:
-            raise
-        except Exception as error:  # malformed multipart, wrong content type, too many parts
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
-                "Send the audio as multipart/form-data with a file field named 'file'.",
-                details={"field": "file", "reason": str(error)[:200] or type(error).__name__},
-            ) from None
-        fields, upload = parse_form(form)
+    async def _read(self, request: Request, fields_model: type[FormT]) -> tuple[FormT, bytes]:
+        form = await read_form(request, UploadLimits.of(self._gateway.settings), "file", max_fields=16)
+        fields, upload = parse_form(form, fields_model)
         if upload is None:
             raise OrchestratorError(
                 OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
@@ -113,16 +106,30 @@ class TranscriptionService:
         return fields, await upload.read()
 
     async def transcribe(self, request: Request, request_id: str) -> Response:
-        fields, data = await self._read(request)
-        (await self._gateway.catalog()).resolve(fields.model, "stt")
+        fields, data = await self._read(request, TranscriptionForm)
         try:
             language = normalize_language(fields.language)
         except OrchestratorError as error:
             raise OrchestratorError(error.code, error.message, details={"field": "language"}) from None
+        audio, heard = await self._recognise(fields, data, language, "transcribe")
+        if fields.stream:
+            events = self._events(heard.text)
+            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return self._answer(fields, audio, heard, language or heard.language, "transcribe")
+
+    async def translate(self, request: Request, request_id: str) -> Response:
+        fields, data = await self._read(request, TranslationForm)
+        audio, heard = await self._recognise(fields, data, None, "translate")
+        return self._answer(fields, audio, heard, "en", "translate")  # OpenAI: the output's language
+
+    async def _recognise(
+        self, fields: TranslationForm, data: bytes, language: str | None, task: SpeechTask
+    ) -> tuple[DecodedAudio, Transcription]:
+        (await self._gateway.catalog()).resolve(fields.model, "stt")
         settings = self._gateway.settings
         limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
         audio = await asyncio.to_thread(decode_audio, data, limits)
-        heard = await self._gateway.call_stage("stt", self._stt.transcribe(audio, language))
+        heard = await self._gateway.call_stage("stt", self._stt.transcribe(audio, language, task))
         text = heard.text.strip()
         if not text:
             raise OrchestratorError(
@@ -130,13 +137,11 @@ class TranscriptionService:
                 "No speech was recognised in the audio.",
                 details={"input_duration_s": round(audio.duration_s, 3)},
             )
-        if fields.stream:
-            return StreamingResponse(self._events(text), media_type="text/event-stream", headers=SSE_HEADERS)
-        return self._answer(fields, audio, heard.model_copy(update={"text": text}), language)
+        return audio, heard.model_copy(update={"text": text})
 
     @staticmethod
     def _answer(
-        fields: TranscriptionForm, audio: DecodedAudio, heard: Transcription, forced: str | None
+        fields: TranslationForm, audio: DecodedAudio, heard: Transcription, language: str, task: SpeechTask
     ) -> Response:
         duration = round(audio.duration_s, 3)
         usage = DurationUsage(seconds=duration)
@@ -147,7 +152,8 @@ class TranscriptionService:
         segments = [TranscriptionSegment(id=0, start=0.0, end=duration, text=heard.text)]
         if fields.response_format == "verbose_json":
             verbose = VerboseTranscription(
-                language=forced or heard.language,
+                task=task,
+                language=language,
                 duration=duration,
                 text=heard.text,
                 segments=segments,
