@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint test-main test-vllm test-coqui test-wheel test-multinode check-gpu-resolution wheel bench bench-stream
+.PHONY: install serve test lint test-main test-vllm test-coqui test-pipecat test-wheel test-multinode check-gpu-resolution wheel bench bench-stream
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint test-main test-vllm test-coqui test-wheel test-multinode check-gpu-resolution
+test: lint test-main test-vllm test-coqui test-pipecat test-wheel test-multinode check-gpu-resolution
 
 # Unit, integration (real Ray cluster, real packaged models) and browser tests.
 test-main: install $(VENV)/.browser
@@ -48,6 +48,13 @@ test-vllm:
 test-coqui:
 	bash scripts/venv_coqui.sh
 	.venv-coqui/bin/python -m pytest -ra tests/engines/test_coqui_engine.py
+
+# A real Pipecat voice bot (pipecat-ai 1.14: OpenAI STT, LLM and TTS services, Silero VAD) as the client of
+# the /v1 routes of the app it serves, in its own venv: Pipecat needs protobuf<7 (≈ 3 min to install, 2.5 GB).
+test-pipecat:
+	bash scripts/venv_pipecat.sh
+	.venv-pipecat/bin/mypy tests/clients
+	.venv-pipecat/bin/python -m pytest -ra tests/clients/test_pipecat.py
 
 # The wheel that ships (dist/voice_orchestrator-*.whl): the app, the page and both serve profiles.
 wheel: install
