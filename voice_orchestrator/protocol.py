@@ -35,9 +35,18 @@ class DecodedAudio(_ArrayModel):
 SpeechTask = Literal["transcribe", "translate"]
 
 
+class SpeechSegment(BaseModel):
+    """A timed piece of a transcription: seconds from the start of the upload."""
+
+    start: float
+    end: float
+    text: str
+
+
 class Transcription(BaseModel):
     text: str
     language: str  # of the speech (also when the text is its English translation)
+    segments: list[SpeechSegment] = Field(default_factory=list)  # empty: the engine gave no times
 
 
 class Turn(BaseModel):

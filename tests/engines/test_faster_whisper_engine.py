@@ -17,6 +17,7 @@ from voice_orchestrator.engines.whisper_window import (
     FULL_WINDOW_FRAMES,
     kept_tokens,
     pick_language,
+    timed_pieces,
     window_frames,
 )
 from voice_orchestrator.protocol import FloatArray
@@ -52,6 +53,19 @@ def test_an_unfinished_last_segment_is_left_for_the_next_window() -> None:
         500,
     )
     assert kept_tokens([1, 2, 3], t, 420) == ([1, 2, 3], 420)  # no timestamps at all
+
+
+def test_segments_are_cut_between_timestamp_pairs() -> None:
+    t = 50_000
+    # <|0.00|> a b <|1.00|><|1.00|> c <|1.80|>: two pieces, 0-1 s and 1-1.8 s.
+    assert timed_pieces([t, 1, 2, t + 50, t + 50, 3, t + 90], t, 500) == [
+        (0.0, 1.0, [t, 1, 2, t + 50]),
+        (1.0, 1.8, [t + 50, 3, t + 90]),
+    ]
+    # No closing timestamp: the piece ends with the window (420 frames: 4.2 s).
+    assert timed_pieces([t + 10, 1, 2], t, 420) == [(0.2, 4.2, [t + 10, 1, 2])]
+    assert timed_pieces([1, 2, 3], t, 300) == [(0.0, 3.0, [1, 2, 3])]  # no timestamps at all
+    assert timed_pieces([], t, 300) == []
 
 
 def _wav_to_16k(samples: Any, rate: int) -> FloatArray:
@@ -172,3 +186,34 @@ def test_longer_clips_fall_back_to_transcribe_with_the_same_restriction() -> Non
     assert heard.language in ("en", "fr")
     full = engine(fitted_window=False).transcribe(question, heard.language)
     assert heard.text == full.text
+
+
+@pytest.mark.parametrize("fitted_window", [True, False])
+def test_segments_are_timed_in_the_upload_through_the_silence_vad_drops(fitted_window: bool) -> None:
+    """Two questions with 3 s of silence before and 4 s between: VAD joins the speech, and each segment's
+    time is mapped back to where it was said."""
+    first = english("How far away is the moon from the earth?")
+    second = english("Please turn off the lights in the kitchen.")
+    silence = np.zeros(16_000, dtype=np.float32)
+    clip = np.concatenate([silence, silence, silence, first, *[silence] * 4, second, silence])
+    second_starts = (3 * 16_000 + first.size + 4 * 16_000) / 16_000
+    heard = engine(fitted_window=fitted_window).transcribe(clip, "en")
+    assert heard.segments, heard
+    assert heard.segments[0].start >= 2.5, heard.segments  # not at 0: the leading silence is counted
+    assert heard.segments[-1].end <= clip.size / 16_000
+    assert [s.start for s in heard.segments] == sorted(s.start for s in heard.segments)
+    last = heard.segments[-1]
+    assert "kitchen" in last.text.lower(), heard.segments
+    assert last.start >= second_starts - 1.0, (second_starts, heard.segments)  # not in the gap's stead
+    assert "".join(s.text for s in heard.segments).replace(" ", "") == heard.text.replace(" ", "")
+
+
+def test_japanese_speech_is_translated_into_english() -> None:
+    question = japanese("駅までの道を教えてください。")
+    for fitted_window in (True, False):
+        heard = engine(fitted_window=fitted_window, expected_languages=["ja", "en"]).transcribe(
+            question, None, "translate"
+        )
+        assert heard.language == "ja"  # the speech's
+        assert heard.text.isascii(), heard.text
+        assert "station" in heard.text.lower(), heard.text

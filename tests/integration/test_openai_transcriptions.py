@@ -49,18 +49,19 @@ def test_text_verbose_json_and_subtitles(client: openai.OpenAI, japanese_questio
     )
     assert verbose.language == "ja"
     assert 1.0 < verbose.duration < 3.0
-    assert verbose.segments is not None
-    assert [segment.text for segment in verbose.segments] == [verbose.text]
-    assert verbose.segments[0].end == pytest.approx(verbose.duration)
+    assert verbose.segments
+    assert "".join(segment.text for segment in verbose.segments) == verbose.text
+    for segment in verbose.segments:  # Whisper's own times, within the clip
+        assert 0.0 <= segment.start < segment.end <= verbose.duration, verbose.segments
     srt = client.audio.transcriptions.create(model="whisper-1", file=upload, response_format="srt")
     assert isinstance(srt, str)
-    assert srt.startswith("1\n00:00:00,000 --> 00:00:0")
+    assert srt.startswith("1\n00:00:0")
     assert keyword in srt
     vtt = client.audio.transcriptions.create(
         model="whisper-1", file=upload, response_format="vtt", language="ja"
     )
     assert isinstance(vtt, str)
-    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:0")
+    assert vtt.startswith("WEBVTT\n\n00:00:0")
 
 
 def test_streamed_transcript_events(client: openai.OpenAI, english_question: tuple[bytes, str]) -> None:
@@ -91,13 +92,13 @@ def test_japanese_speech_translated_into_english(
     assert (verbose.language, getattr(verbose, "task", None)) == ("en", "translate")  # the output's language
     assert verbose.text == translated.text
     assert verbose.segments
-    assert verbose.segments[0].end == verbose.duration
+    assert verbose.segments[-1].end <= verbose.duration
     english, keyword = english_question  # English speech: translated is transcribed
     srt = client.audio.translations.create(
         model="whisper-1", file=("q.wav", english, "audio/wav"), response_format="srt"
     )
     assert isinstance(srt, str)
-    assert srt.startswith("1\n00:00:00,000 --> "), srt
+    assert srt.startswith("1\n00:00:0"), srt
     assert keyword in srt.lower(), srt
     with pytest.raises(openai.BadRequestError) as garbage:
         client.audio.translations.create(model="whisper-1", file=("q.wav", b"RIFF" * 64, "audio/wav"))

@@ -16,8 +16,16 @@ from typing import Any
 import numpy as np
 
 from voice_orchestrator.engines.assets import packaged_whisper_base
-from voice_orchestrator.engines.whisper_window import FittedWindowWhisper, WindowOptions, pick_language
-from voice_orchestrator.protocol import EngineInfo, FloatArray, SpeechTask, Transcription
+from voice_orchestrator.engines.whisper_window import (
+    SAMPLE_RATE,
+    FittedWindowWhisper,
+    Timeline,
+    WindowOptions,
+    pick_language,
+    silence_language,
+    speech_regions,
+)
+from voice_orchestrator.protocol import EngineInfo, FloatArray, SpeechSegment, SpeechTask, Transcription
 from voice_orchestrator.settings import SpeechToTextSettings
 
 logger = logging.getLogger(__name__)
@@ -109,6 +117,18 @@ class FasterWhisperEngine:
     def transcribe(
         self, samples: FloatArray, language: str | None, task: SpeechTask = "transcribe"
     ) -> Transcription:
+        heard = self._recognise(samples, language, task)
+        # Whisper's last timestamp may fall past the end of the audio: no segment ends after the upload.
+        duration = round(samples.size / SAMPLE_RATE, 2)
+        segments = [
+            segment.model_copy(
+                update={"start": min(segment.start, duration), "end": min(segment.end, duration)}
+            )
+            for segment in heard.segments
+        ]
+        return heard.model_copy(update={"segments": segments})
+
+    def _recognise(self, samples: FloatArray, language: str | None, task: SpeechTask) -> Transcription:
         if self._window is None:
             return self._transcribe_full(samples, language, self._settings.vad_filter, task)
         result = self._window.transcribe(samples, language, task)
@@ -126,11 +146,24 @@ class FasterWhisperEngine:
             )
             return result.transcription
         # Too long for one fitted window: transcribe's 30 s windows, on the speech VAD has already kept.
-        return self._transcribe_full(result.audio, language, vad_filter=False, task=task)
+        return self._transcribe_full(result.audio, language, False, task, result.timeline)
 
     def _transcribe_full(
-        self, samples: FloatArray, language: str | None, vad_filter: bool, task: SpeechTask
+        self,
+        samples: FloatArray,
+        language: str | None,
+        vad_filter: bool,
+        task: SpeechTask,
+        timeline: Timeline | None = None,
     ) -> Transcription:
+        """faster-whisper's transcribe; `timeline` maps times in `samples` (the speech VAD kept) back to the
+        upload's."""
+        if vad_filter and self._batched is None:
+            # The same VAD transcribe would run, here, so that segment times map back as the window's do.
+            samples, timeline = speech_regions(samples)
+            vad_filter = False
+            if samples.size == 0:
+                return Transcription(text="", language=silence_language(language, self._expected))
         if language is None and self._expected and self._model.model.is_multilingual:
             # transcribe cannot restrict its detection: detect here (the pass it would spend) and pass it on.
             _, _, probabilities = self._model.detect_language(audio=samples, vad_filter=vad_filter)
@@ -148,10 +181,18 @@ class FasterWhisperEngine:
             segments, info = self._batched.transcribe(samples, batch_size=batch, **options)
         else:
             segments, info = self._model.transcribe(samples, **options)
-        # Segments are a lazy generator: decoding happens while we join them. Japanese segments carry no
+        # Segments are a lazy generator: decoding happens while we read them. Japanese segments carry no
         # leading spaces and English ones do, so plain concatenation is right for both.
-        text = "".join(segment.text for segment in segments).strip()
-        return Transcription(text=text, language=info.language)
+        timeline = timeline or Timeline()
+        pieces = list(segments)
+        text = "".join(segment.text for segment in pieces).strip()
+        timed = [
+            SpeechSegment(start=start, end=end, text=segment.text.strip())
+            for segment in pieces
+            if segment.text.strip()
+            for start, end in [timeline.span(segment.start, segment.end)]
+        ]
+        return Transcription(text=text, language=info.language, segments=timed)
 
     def probe(self) -> None:
         if self._window is not None:

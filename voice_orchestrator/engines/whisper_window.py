@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from voice_orchestrator.protocol import FloatArray, SpeechTask, Transcription
+from voice_orchestrator.protocol import FloatArray, SpeechSegment, SpeechTask, Transcription
 
 # Whisper's full window: 30 s of 10 ms mel frames; the encoder never takes more.
 FULL_WINDOW_FRAMES = 3000
@@ -37,6 +37,8 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # transcribe's max_initial_timestamp=1.0 s in 
 # More windows than a 30 s clip can need (each one advances to the last timestamp it finished on).
 MAX_WINDOWS = 8
 SAMPLE_RATE = 16_000
+TIMESTAMP_STEP_S = 0.02  # a timestamp token's resolution
+REGION_SNAP_S = 0.3  # a segment starting this close to the end of a speech region starts in the next one
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,31 @@ class StageTimes:
     language_probability: float | None = None  # of the language detected on the fitted window
 
 
+class Timeline:
+    """Maps times in the speech VAD kept (its regions joined) back to times in the upload."""
+
+    def __init__(self, regions: list[dict[str, int]] | None = None) -> None:
+        from faster_whisper.vad import SpeechTimestampsMap
+
+        self._map = SpeechTimestampsMap(regions, SAMPLE_RATE) if regions else None
+
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        """A segment's (start, end) in the upload. Whisper often starts a segment on the last timestamp of
+        the one before, a little before the join of two regions: such a start moves to its own region's."""
+        if self._map is None:
+            return round(start, 2), round(end, 2)
+        first = self._map.get_chunk_index(start)
+        last = self._map.get_chunk_index(end, is_end=True)
+        region_ends = [sample / SAMPLE_RATE for sample in self._map.chunk_end_sample]
+        while first < last and region_ends[first] - start < REGION_SNAP_S:
+            start = region_ends[first]
+            first += 1
+        return (
+            float(self._map.get_original_time(start, chunk_index=first)),
+            float(self._map.get_original_time(end, chunk_index=last)),
+        )
+
+
 @dataclass
 class WindowResult:
     """A transcription, or None with the (VAD-trimmed) audio when the clip is too long for a fitted window."""
@@ -74,6 +101,7 @@ class WindowResult:
     transcription: Transcription | None
     audio: FloatArray
     times: StageTimes = field(default_factory=StageTimes)
+    timeline: Timeline = field(default_factory=Timeline)  # from `audio`'s times to the upload's
 
 
 def window_frames(content_frames: int, margin: int, bucket: int) -> int:
@@ -113,15 +141,53 @@ def kept_tokens(tokens: list[int], timestamp_begin: int, window: int) -> tuple[l
     return tokens, window
 
 
-def speech_only(samples: FloatArray) -> FloatArray:
-    """What transcribe's vad_filter keeps: the speech regions Silero VAD finds, joined (empty: silence)."""
+def timed_pieces(
+    tokens: list[int], timestamp_begin: int, window: int
+) -> list[tuple[float, float, list[int]]]:
+    """transcribe's segments of one window's kept tokens: (start, end) in seconds from the window's start and
+    the tokens, cut between two consecutive timestamp tokens. A piece without a closing timestamp ends with
+    the window."""
+    cuts = [
+        i for i in range(1, len(tokens)) if tokens[i] >= timestamp_begin and tokens[i - 1] >= timestamp_begin
+    ]
+    pieces = []
+    first = 0
+    start = 0.0
+    for last in [*cuts, len(tokens)]:
+        piece = tokens[first:last]
+        first = last
+        if not piece:
+            continue
+        if piece[0] >= timestamp_begin:
+            start = (piece[0] - timestamp_begin) * TIMESTAMP_STEP_S
+        closing = [token for token in piece[1:] if token >= timestamp_begin]
+        end = (closing[-1] - timestamp_begin) * TIMESTAMP_STEP_S if closing else window / FRAMES_PER_SECOND
+        pieces.append((start, max(start, end), piece))
+        start = end
+    return pieces
+
+
+def speech_regions(samples: FloatArray) -> tuple[FloatArray, Timeline]:
+    """What transcribe's vad_filter keeps: the speech regions Silero VAD finds, joined (empty: silence), and
+    the map from their times back to the upload's."""
     from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
-    chunks = get_speech_timestamps(samples, VadOptions())
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    pieces, _ = collect_chunks(samples, chunks)
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+    regions = get_speech_timestamps(samples, VadOptions())
+    if not regions:
+        return np.zeros(0, dtype=np.float32), Timeline()
+    pieces, _ = collect_chunks(samples, regions)
+    return np.concatenate(pieces).astype(np.float32, copy=False), Timeline(regions)
+
+
+def silence_language(language: str | None, expected: tuple[str, ...] | None) -> str:
+    """The language of an empty transcript: the one asked for, else the first expected, else English."""
+    if language is not None:
+        return language
+    return expected[0] if expected else "en"
+
+
+def speech_only(samples: FloatArray) -> FloatArray:
+    return speech_regions(samples)[0]
 
 
 class FittedWindowWhisper:
@@ -154,14 +220,17 @@ class FittedWindowWhisper:
     ) -> WindowResult:
         times = StageTimes()
         started = time.perf_counter()
-        audio = speech_only(samples) if self.options.vad_filter else samples
+        audio, timeline = speech_regions(samples) if self.options.vad_filter else (samples, Timeline())
         times.vad_ms = (time.perf_counter() - started) * 1000 if self.options.vad_filter else 0.0
         if audio.size == 0:  # VAD heard nothing: no model call at all
             return WindowResult(
-                Transcription(text="", language=self._silence_language(language)), audio, times
+                Transcription(text="", language=silence_language(language, self.options.expected_languages)),
+                audio,
+                times,
+                timeline,
             )
         if audio.size / SAMPLE_RATE > self.options.max_seconds:
-            return WindowResult(None, audio, times)
+            return WindowResult(None, audio, times, timeline)
 
         started = time.perf_counter()
         # transcribe drops the extra frame the STFT padding adds: the same here.
@@ -186,16 +255,25 @@ class FittedWindowWhisper:
         # transcribe's seek loop: a window whose last segment is unfinished (it ends on two timestamps) is
         # decoded again from its last timestamp on. Each further window is fitted to what is left.
         text_tokens: list[int] = []
+        segments: list[SpeechSegment] = []
         seek = 0
         for _ in range(MAX_WINDOWS):
-            kept, advance = self._decode(encoder_output, tokenizer, content_frames - seek, times)
+            window = content_frames - seek
+            kept, advance = self._decode(encoder_output, tokenizer, window, times)
             text_tokens += kept
+            offset = seek / FRAMES_PER_SECOND
+            for start, end, piece in timed_pieces(kept, tokenizer.timestamp_begin, min(window, advance)):
+                said = str(tokenizer.decode(piece)).strip()  # decode leaves the timestamp tokens out
+                if said:
+                    begins, ends = timeline.span(offset + start, offset + end)
+                    segments.append(SpeechSegment(start=begins, end=ends, text=said))
             seek += advance
             if seek >= content_frames:
                 break
             encoder_output, _ = self._encode(features[:, seek:content_frames], times)
         text = str(tokenizer.decode(text_tokens)).strip()
-        return WindowResult(Transcription(text=text, language=language), audio, times)
+        transcription = Transcription(text=text, language=language, segments=segments)
+        return WindowResult(transcription, audio, times, timeline)
 
     def _encode(self, content: FloatArray, times: StageTimes, frames: int | None = None) -> tuple[Any, int]:
         """Encoder output for the content frames zero-padded (as transcribe pads) to a fitted window."""
@@ -214,13 +292,6 @@ class FittedWindowWhisper:
             return "en", 1.0
         probabilities = self._model.model.detect_language(encoder_output)[0]
         return pick_language(probabilities, self.options.expected_languages)
-
-    def _silence_language(self, language: str | None) -> str:
-        if language is not None:
-            return language
-        if self.options.expected_languages:
-            return self.options.expected_languages[0]
-        return "en"
 
     def _decode(
         self, encoder_output: Any, tokenizer: Any, content_frames: int, times: StageTimes

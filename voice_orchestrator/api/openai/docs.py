@@ -187,8 +187,8 @@ def _recognition_docs(summary: str, description: str, form: type[BaseModel], str
         "summary": summary,
         "description": "The same decoding and limits as the dialogue routes: undecodable audio is a 400 "
         "INVALID_AUDIO_FORMAT, too short or too long a 400, no speech a 422. `prompt` and `temperature` are "
-        "accepted and ignored (greedy decoding). verbose_json, srt and vtt hold one segment spanning the "
-        f"whole clip. {description}",
+        "accepted and ignored (greedy decoding). verbose_json, srt and vtt hold Whisper's timed segments "
+        f"(seconds from the start of the upload). {description}",
         "response_class": Response,
         "responses": {
             200: {

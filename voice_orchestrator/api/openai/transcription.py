@@ -4,8 +4,8 @@ translation: Whisper's translate task, English text whatever the speech's langua
 `response_format` (json, text, verbose_json, srt, vtt) or, for a transcription with `stream=true`, as
 `transcript.text.delta` / `transcript.text.done` events.
 
-The recogniser returns the text without timestamps for now, so verbose_json, srt and vtt carry one segment
-spanning the whole clip."""
+verbose_json, srt and vtt carry the recogniser's timed segments (Whisper's timestamps, mapped back through
+the speech VAD kept to the upload's time); an engine that gives none yields one segment spanning the clip."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from voice_orchestrator.api.uploads import UploadLimits, read_form
 from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.pipeline import normalize_language
-from voice_orchestrator.protocol import DecodedAudio, SpeechTask, Transcription
+from voice_orchestrator.protocol import DecodedAudio, SpeechSegment, SpeechTask, Transcription
 from voice_orchestrator.stages import SpeechToTextStage
 
 # Form fields OpenAI's clients may send; `name[]` is how they send lists.
@@ -149,7 +149,11 @@ class TranscriptionService:
             return JSONResponse(TranscriptionResult(text=heard.text, usage=usage).model_dump())
         if fields.response_format == "text":
             return PlainTextResponse(heard.text + "\n")
-        segments = [TranscriptionSegment(id=0, start=0.0, end=duration, text=heard.text)]
+        timed = heard.segments or [SpeechSegment(start=0.0, end=duration, text=heard.text)]
+        segments = [
+            TranscriptionSegment(id=index, start=piece.start, end=piece.end, text=piece.text)
+            for index, piece in enumerate(timed)
+        ]
         if fields.response_format == "verbose_json":
             verbose = VerboseTranscription(
                 task=task,
