@@ -113,12 +113,10 @@ async def one_turn(v1_url: str, wav: bytes, language: str, timeout_s: float) -> 
     said = Tap((LLMTextFrame,), done)
     spoken = Tap((TTSAudioRawFrame, LLMFullResponseEndFrame), done, until=(LLMFullResponseEndFrame,))
 
-    # The services as a Pipecat user configures them for an OpenAI-compatible server: base_url and a key.
-    # The STT's model is named: Pipecat 1.14's default, "gpt-transcribe", is not one of the app's aliases.
+    # The services as a Pipecat user configures them for an OpenAI-compatible server: base_url and a key;
+    # every model is Pipecat's default (STT "gpt-transcribe", an alias of the app's Whisper).
     stt = OpenAISTTService(
-        api_key="unused",
-        base_url=v1_url,
-        settings=OpenAISTTService.Settings(model="whisper-1", language=Language(language)),
+        api_key="unused", base_url=v1_url, settings=OpenAISTTService.Settings(language=Language(language))
     )
     llm = OpenAILLMService(api_key="unused", base_url=v1_url)  # default model: gpt-4.1
     tts = OpenAITTSService(api_key="unused", base_url=v1_url)  # defaults: gpt-4o-mini-tts, alloy, pcm

@@ -21,7 +21,7 @@ from voice_orchestrator.text import is_japanese
 
 # OpenAI's names, accepted as aliases of what is loaded (clients ship with them as defaults).
 ALIASES: dict[Stage, tuple[str, ...]] = {
-    "stt": ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
+    "stt": ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe"),
     "tts": ("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
     "llm": ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "gpt-3.5-turbo"),
     "dialogue": ("gpt-4o-audio-preview", "gpt-4o-mini-audio-preview"),
