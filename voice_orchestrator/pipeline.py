@@ -116,11 +116,7 @@ class DialoguePipeline:
         """Live settings: turns already under way finish with the values they started with."""
         self._settings = settings
         self._limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        self._timeouts = {
-            "stt": settings.stt_timeout_seconds,
-            "llm": settings.llm_timeout_seconds,
-            "tts": settings.tts_timeout_seconds,
-        }
+        self._timeouts = stage_timeouts(settings)
 
     async def run(
         self,
@@ -282,15 +278,9 @@ class DialoguePipeline:
         # Decoding is CPU work on untrusted bytes: off the event loop so other requests keep flowing.
         audio = await asyncio.to_thread(decode_audio, upload, self._limits)
         transcription, stt_ms = await self._stage("stt", lambda: self._stt.transcribe(audio, forced_language))
-        heard = transcription.text.strip()
-        if not heard:
-            raise OrchestratorError(
-                OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
-                "No speech was recognised in the audio.",
-                details={"input_duration_s": round(audio.duration_s, 3)},
-            )
+        heard = require_speech(transcription, audio)
         language_used = forced_language or transcription.language
-        return audio, transcription.model_copy(update={"text": heard, "language": language_used}), stt_ms
+        return audio, heard.model_copy(update={"language": language_used}), stt_ms
 
     async def _speak(self, text: str, language: str, voice: str | None) -> tuple[SpeechAudio, float]:
         request = SynthesisRequest(text=text, language=language, voice=voice)
@@ -326,20 +316,45 @@ class DialoguePipeline:
         return result, (time.perf_counter() - started) * 1000.0
 
     def _stage_error(self, stage: str, exc: BaseException, timeout: float) -> OrchestratorError:
-        if isinstance(exc, TimeoutError):
-            return OrchestratorError(
-                OrchestratorErrorCode.PROCESSING_TIMEOUT,
-                f"The {stage.upper()} stage did not finish within {timeout:g} s.",
-                details={"stage": stage, "timeout_s": timeout},
-            )
-        code = STAGE_UNAVAILABLE[stage]
-        logger.error("%s stage failed: %r", stage, exc, extra={"stage": stage, "error_code": code.value})
+        return stage_error(stage, exc, timeout, self._settings.retry_after_seconds)
+
+
+def stage_timeouts(settings: IngressSettings) -> dict[str, float]:
+    return {
+        "stt": settings.stt_timeout_seconds,
+        "llm": settings.llm_timeout_seconds,
+        "tts": settings.tts_timeout_seconds,
+    }
+
+
+def stage_error(stage: str, exc: BaseException, timeout: float, retry_after: int) -> OrchestratorError:
+    """What a failed stage call is to the client: past its timeout a 504, else the stage's own 503."""
+    if isinstance(exc, TimeoutError):
         return OrchestratorError(
-            code,
-            f"The {stage.upper()} service is unavailable; retry shortly.",
-            details={"stage": stage},
-            retry_after=self._settings.retry_after_seconds,
+            OrchestratorErrorCode.PROCESSING_TIMEOUT,
+            f"The {stage.upper()} stage did not finish within {timeout:g} s.",
+            details={"stage": stage, "timeout_s": timeout},
         )
+    code = STAGE_UNAVAILABLE[stage]
+    logger.error("%s stage failed: %r", stage, exc, extra={"stage": stage, "error_code": code.value})
+    return OrchestratorError(
+        code,
+        f"The {stage.upper()} service is unavailable; retry shortly.",
+        details={"stage": stage},
+        retry_after=retry_after,
+    )
+
+
+def require_speech(transcription: Transcription, audio: DecodedAudio) -> Transcription:
+    """The transcription with its text trimmed; one without any text is the contract's 422."""
+    text = transcription.text.strip()
+    if not text:
+        raise OrchestratorError(
+            OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
+            "No speech was recognised in the audio.",
+            details={"input_duration_s": round(audio.duration_s, 3)},
+        )
+    return transcription.model_copy(update={"text": text})
 
 
 def join_speech(parts: list[SpeechAudio]) -> SpeechAudio:

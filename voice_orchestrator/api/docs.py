@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 from pydantic.json_schema import models_json_schema
 
-from voice_orchestrator.api.errors import openapi_error_responses
+from voice_orchestrator.api.errors import ROUTE_ERRORS, openapi_error_responses
 from voice_orchestrator.api.openai.docs import DOCUMENTED_MODELS
 from voice_orchestrator.errors import OrchestratorErrorCode
 from voice_orchestrator.pipeline import SESSION_ID
@@ -45,18 +45,8 @@ _SESSION_HEADER = {
     "description": "The conversation's id, as sent (form field session_id or this header)",
     "schema": _OPTIONAL_SESSION,
 }
-# Errors every route can answer with, besides its own (no such route or method, a body past the limit or too
-# slow, the API key, internal errors).
+# A dialogue runs every stage: it can answer with any error of the table.
 _DIALOGUE_ERRORS = tuple(OrchestratorErrorCode)
-_ADMIN_ERRORS = (
-    OrchestratorErrorCode.INVALID_REQUEST,
-    OrchestratorErrorCode.UNAUTHORIZED,
-    OrchestratorErrorCode.NOT_FOUND,
-    OrchestratorErrorCode.METHOD_NOT_ALLOWED,
-    OrchestratorErrorCode.UPLOAD_TIMEOUT,
-    OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
-    OrchestratorErrorCode.INTERNAL_ERROR,
-)
 
 _DIALOGUE_FORM: dict[str, Any] = {
     "requestBody": {
@@ -156,7 +146,7 @@ STREAM_DOCS: dict[str, Any] = {
 SESSION_DOCS: dict[str, Any] = {
     "summary": "Forget a conversation",
     "response_model": SessionDeleted,
-    "responses": openapi_error_responses(*_ADMIN_ERRORS),
+    "responses": openapi_error_responses(*ROUTE_ERRORS),
 }
 # Path parameters the routes take as plain `str` and check themselves: their documented rule (FastAPI's
 # openapi_extra would append a second parameter of the same name, so complete_document replaces it).
@@ -174,7 +164,7 @@ STATUS_DOCS: dict[str, Any] = {
     "response_model": StatusResponse,
     "responses": {
         503: {"model": StatusResponse, "description": "unhealthy: some stage cannot serve"},
-        **openapi_error_responses(*_ADMIN_ERRORS),
+        **openapi_error_responses(*ROUTE_ERRORS),
     },
 }
 

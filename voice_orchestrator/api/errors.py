@@ -118,12 +118,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return _respond(request, error_body(internal_error(), request_id))
 
 
-def openapi_error_responses(*codes: OrchestratorErrorCode) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error responses, grouped by HTTP status from the one error table."""
+# Errors every route can answer with, whatever it does: a bad request, the API key, no such route or method,
+# a body past the limit or too slow, an internal error.
+ROUTE_ERRORS = (
+    OrchestratorErrorCode.INVALID_REQUEST,
+    OrchestratorErrorCode.UNAUTHORIZED,
+    OrchestratorErrorCode.NOT_FOUND,
+    OrchestratorErrorCode.METHOD_NOT_ALLOWED,
+    OrchestratorErrorCode.UPLOAD_TIMEOUT,
+    OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
+    OrchestratorErrorCode.INTERNAL_ERROR,
+)
+
+
+def openapi_error_responses(
+    *codes: OrchestratorErrorCode, body: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error responses, grouped by HTTP status from the one error table; `body`: the
+    entry's body when it is not `ErrorBody` (the /v1 routes answer OpenAI's shape)."""
     responses: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         status = HTTP_STATUS[code]
-        entry = responses.setdefault(status, {"model": ErrorBody, "description": ""})
+        entry = responses.setdefault(status, {**(body or {"model": ErrorBody}), "description": ""})
         entry["description"] = " | ".join(filter(None, [entry["description"], code.value]))
         if code in RETRYABLE:
             entry["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}

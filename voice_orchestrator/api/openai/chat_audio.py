@@ -23,7 +23,6 @@ from voice_orchestrator.api.openai.chat_protocol import (
 from voice_orchestrator.api.openai.encoding import SpeechEncoder
 from voice_orchestrator.api.openai.gateway import OpenAIGateway
 from voice_orchestrator.api.openai.speech import SpeechService, speakable_sentences
-from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.stages import SpeechToTextStage
 
@@ -82,17 +81,8 @@ class ChatVoice:
                 "input_audio.data is not base64.",
                 details={"field": "messages"},
             ) from None
-        settings = self._gateway.settings
-        limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        audio = await asyncio.to_thread(decode_audio, data, limits)
-        heard = await self._gateway.call_stage("stt", self._stt.transcribe(audio, None))
-        if not heard.text.strip():
-            raise OrchestratorError(
-                OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
-                "No speech was recognised in the audio.",
-                details={"input_duration_s": round(audio.duration_s, 3)},
-            )
-        return heard.text.strip(), heard.language
+        _, heard = await self._gateway.hear(self._stt, data, None)
+        return heard.text, heard.language
 
     async def speak(self, text: str, wanted: AudioOutput, language: str) -> ReplyAudio:
         """The whole reply spoken, in the asked format (`pcm16`: raw 16-bit 24 kHz mono)."""

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from voice_orchestrator.api.errors import ROUTE_ERRORS, openapi_error_responses
 from voice_orchestrator.api.openai.chat_protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -28,7 +29,7 @@ from voice_orchestrator.api.openai.protocol import (
     VerboseTranscription,
     VoiceList,
 )
-from voice_orchestrator.errors import HTTP_STATUS, RETRYABLE, OrchestratorErrorCode
+from voice_orchestrator.errors import OrchestratorErrorCode
 
 
 class OpenAIError(BaseModel):
@@ -65,31 +66,13 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def openai_error_responses(*codes: OrchestratorErrorCode) -> dict[int | str, dict[str, Any]]:
-    responses: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        status = HTTP_STATUS[code]
-        entry = responses.setdefault(
-            status,
-            {"description": "", "content": {"application/json": {"schema": _ref(OpenAIErrorResponse)}}},
-        )
-        entry["description"] = " | ".join(filter(None, [entry["description"], code.value]))
-        if code in RETRYABLE:
-            entry["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
-    return responses
+    body = {"content": {"application/json": {"schema": _ref(OpenAIErrorResponse)}}}
+    return openapi_error_responses(*codes, body=body)
 
 
-_COMMON = (
-    OrchestratorErrorCode.INVALID_REQUEST,
-    OrchestratorErrorCode.UNAUTHORIZED,
-    OrchestratorErrorCode.NOT_FOUND,
-    OrchestratorErrorCode.METHOD_NOT_ALLOWED,
-    OrchestratorErrorCode.UPLOAD_TIMEOUT,
-    OrchestratorErrorCode.PAYLOAD_TOO_LARGE,
-    OrchestratorErrorCode.INTERNAL_ERROR,
-)
 # Listing the models asks each stage which model it runs (once): a stage that cannot answer is a 503.
 _CATALOG = (
-    *_COMMON,
+    *ROUTE_ERRORS,
     OrchestratorErrorCode.STT_SERVICE_UNAVAILABLE,
     OrchestratorErrorCode.LLM_SERVICE_UNAVAILABLE,
     OrchestratorErrorCode.TTS_SERVICE_UNAVAILABLE,

@@ -19,14 +19,13 @@ from voice_orchestrator.api.errors import error_body, error_response, request_id
 from voice_orchestrator.api.openai.catalog import Catalog, ModelCatalog
 from voice_orchestrator.api.serving import DialogueService, logged_refusal
 from voice_orchestrator.api.uploads import UploadLimits, limited_request
-from voice_orchestrator.errors import (
-    STAGE_UNAVAILABLE,
-    OrchestratorError,
-    OrchestratorErrorCode,
-    openai_error,
-)
+from voice_orchestrator.audio import AudioLimits, decode_audio
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, openai_error
 from voice_orchestrator.metrics import OPENAI_LATENCY, OPENAI_REQUESTS, Meter, outcome_of
+from voice_orchestrator.pipeline import require_speech, stage_error, stage_timeouts
+from voice_orchestrator.protocol import DecodedAudio, SpeechTask, Transcription
 from voice_orchestrator.settings import IngressSettings
+from voice_orchestrator.stages import SpeechToTextStage
 
 logger = logging.getLogger("voice_orchestrator.api.openai")
 
@@ -66,30 +65,25 @@ class OpenAIGateway:
         """A stage call under its timeout (504 PROCESSING_TIMEOUT), a broken stage its own 503, as the
         dialogue pipeline maps them; the stage's own refusals (an unknown voice) pass through."""
         settings = self.settings
-        timeout = {
-            "stt": settings.stt_timeout_seconds,
-            "llm": settings.llm_timeout_seconds,
-            "tts": settings.tts_timeout_seconds,
-        }[stage]
+        timeout = stage_timeouts(settings)[stage]
         try:
             async with asyncio.timeout(timeout):
                 return await call
         except OrchestratorError:
             raise
-        except TimeoutError:
-            raise OrchestratorError(
-                OrchestratorErrorCode.PROCESSING_TIMEOUT,
-                f"The {stage.upper()} stage did not finish within {timeout:g} s.",
-                details={"stage": stage, "timeout_s": timeout},
-            ) from None
         except Exception as error:
-            logger.error("%s stage failed: %r", stage, error, extra={"stage": stage})
-            raise OrchestratorError(
-                STAGE_UNAVAILABLE[stage],
-                f"The {stage.upper()} service is unavailable; retry shortly.",
-                details={"stage": stage},
-                retry_after=settings.retry_after_seconds,
-            ) from None
+            raise stage_error(stage, error, timeout, settings.retry_after_seconds) from None
+
+    async def hear(
+        self, stt: SpeechToTextStage, upload: bytes, language: str | None, task: SpeechTask = "transcribe"
+    ) -> tuple[DecodedAudio, Transcription]:
+        """An uploaded recording decoded and recognised as the dialogue does it (bad audio 400, too short or
+        too long 400, no speech 422)."""
+        settings = self.settings
+        limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
+        audio = await asyncio.to_thread(decode_audio, upload, limits)
+        heard = await self.call_stage("stt", stt.transcribe(audio, language, task))
+        return audio, require_speech(heard, audio)
 
     async def read_json(self, request: Request, model: type[ModelT]) -> ModelT:
         """The JSON body as `model`, read within the upload limits; a bad one is a 400 naming the field."""

@@ -9,7 +9,6 @@ the speech VAD kept to the upload's time); an engine that gives none yields one 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -30,7 +29,6 @@ from voice_orchestrator.api.openai.protocol import (
     VerboseTranscription,
 )
 from voice_orchestrator.api.uploads import UploadLimits, read_form
-from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.pipeline import normalize_language
 from voice_orchestrator.protocol import DecodedAudio, SpeechSegment, SpeechTask, Transcription
@@ -126,18 +124,7 @@ class TranscriptionService:
         self, fields: TranslationForm, data: bytes, language: str | None, task: SpeechTask
     ) -> tuple[DecodedAudio, Transcription]:
         (await self._gateway.catalog()).resolve(fields.model, "stt")
-        settings = self._gateway.settings
-        limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        audio = await asyncio.to_thread(decode_audio, data, limits)
-        heard = await self._gateway.call_stage("stt", self._stt.transcribe(audio, language, task))
-        text = heard.text.strip()
-        if not text:
-            raise OrchestratorError(
-                OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
-                "No speech was recognised in the audio.",
-                details={"input_duration_s": round(audio.duration_s, 3)},
-            )
-        return audio, heard.model_copy(update={"text": text})
+        return await self._gateway.hear(self._stt, data, language, task)
 
     @staticmethod
     def _answer(
