@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +82,7 @@ class Orchestrator:
         self._dialogues = DialogueService(pipeline, live, self._meter)
         status = StatusReporter(
             {stage: client.evidence for stage, client in self._stages.items()},
-            lambda: asyncio.to_thread(deployment_views, handles),
+            lambda: asyncio.to_thread(self._refresh_views, handles),
             self._engine_info,
         )
         self._configured = False
@@ -91,6 +92,8 @@ class Orchestrator:
         )
         self._state = IngressState(self._dialogues, status, self._conversations, openai=openai)
         self._stop_gauges = keep_gauges_fresh(self._meter, self._dialogues.gauges)
+        self._views_lock = threading.Lock()
+        self._views_asked_at = 0.0
         threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
 
     def _watch_stages(self, handles: Mapping[str, DeploymentHandle[Any]]) -> None:
@@ -98,12 +101,21 @@ class Orchestrator:
         stage with no running replica is refused at once instead of waited for until the stage timeout."""
         while not self._stop_gauges.wait(STAGE_WATCH_INTERVAL_S):
             try:
-                views = deployment_views(handles)
+                self._refresh_views(handles)
             except Exception as error:  # the controller is restarting: keep the last view
                 logger.warning("serve.status() failed: %r", error)
-                continue
-            for stage, client in self._stages.items():
-                client.deployment = views.get(stage)
+
+    def _refresh_views(self, handles: Mapping[str, DeploymentHandle[Any]]) -> dict[str, DeploymentView]:
+        """Serve's view of the stages, handed to the stage clients too: what /status reports, they act on
+        (a status that says healthy again must not meet a client still refusing on an older view)."""
+        asked_at = time.monotonic()
+        views = deployment_views(handles)
+        with self._views_lock:  # two fetches may cross: the later-asked one wins
+            if asked_at >= self._views_asked_at:
+                self._views_asked_at = asked_at
+                for stage, client in self._stages.items():
+                    client.deployment = views.get(stage)
+        return views
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app()
