@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from voice_orchestrator.errors import STAGE_UNAVAILABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, stage_unavailable
 from voice_orchestrator.protocol import (
     DecodedAudio,
     EngineInfo,
@@ -66,12 +66,7 @@ class StageClient:
         return not any(view.replica_states.get(state, 0) for state in serving_states)
 
     def _unavailable(self) -> OrchestratorError:
-        return OrchestratorError(
-            STAGE_UNAVAILABLE[self._stage],
-            f"The {self._stage.upper()} service is unavailable; retry shortly.",
-            details={"stage": self._stage},
-            retry_after=self.retry_after,
-        )
+        return stage_unavailable(self._stage, self.retry_after)
 
     async def _while_served(self, pending: Awaitable[T]) -> T:
         """Await a call already sent, giving up (503) once no replica could be serving it: when its replica's

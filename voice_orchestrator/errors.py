@@ -70,6 +70,16 @@ STAGE_UNAVAILABLE: dict[str, OrchestratorErrorCode] = {
 }
 
 
+def stage_unavailable(stage: str, retry_after: int) -> OrchestratorError:
+    """A stage that cannot serve now: its own 503, with when to retry."""
+    return OrchestratorError(
+        STAGE_UNAVAILABLE[stage],
+        f"The {stage.upper()} service is unavailable; retry shortly.",
+        details={"stage": stage},
+        retry_after=retry_after,
+    )
+
+
 # The OpenAI-compatible routes (`/v1/...`) answer the same errors in OpenAI's shape, so its SDKs raise their
 # typed exceptions (chosen by HTTP status): `code` is our error code, `type` OpenAI's error type.
 OPENAI_PREFIX = "/v1"

@@ -18,7 +18,12 @@ from typing import TypeVar
 import numpy as np
 
 from voice_orchestrator.audio import AudioLimits, decode_audio, resample
-from voice_orchestrator.errors import STAGE_UNAVAILABLE, OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import (
+    STAGE_UNAVAILABLE,
+    OrchestratorError,
+    OrchestratorErrorCode,
+    stage_unavailable,
+)
 from voice_orchestrator.protocol import (
     DecodedAudio,
     DialogueResult,
@@ -337,12 +342,7 @@ def stage_error(stage: str, exc: BaseException, timeout: float, retry_after: int
         )
     code = STAGE_UNAVAILABLE[stage]
     logger.error("%s stage failed: %r", stage, exc, extra={"stage": stage, "error_code": code.value})
-    return OrchestratorError(
-        code,
-        f"The {stage.upper()} service is unavailable; retry shortly.",
-        details={"stage": stage},
-        retry_after=retry_after,
-    )
+    return stage_unavailable(stage, retry_after)
 
 
 def require_speech(transcription: Transcription, audio: DecodedAudio) -> Transcription:

@@ -258,11 +258,10 @@ class FittedWindowWhisper:
         segments: list[SpeechSegment] = []
         seek = 0
         for _ in range(MAX_WINDOWS):
-            window = content_frames - seek
-            kept, advance = self._decode(encoder_output, tokenizer, window, times)
+            kept, advance = self._decode(encoder_output, tokenizer, content_frames - seek, times)
             text_tokens += kept
             offset = seek / FRAMES_PER_SECOND
-            for start, end, piece in timed_pieces(kept, tokenizer.timestamp_begin, min(window, advance)):
+            for start, end, piece in timed_pieces(kept, tokenizer.timestamp_begin, advance):
                 said = str(tokenizer.decode(piece)).strip()  # decode leaves the timestamp tokens out
                 if said:
                     begins, ends = timeline.span(offset + start, offset + end)
