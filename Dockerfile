@@ -8,7 +8,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# llama-cpp-python ships as source: it is compiled here; the runtime stage gets only the installed venv.
+# llama-cpp-python ships as source: it is compiled here, for any x86-64 CPU with AVX2 and without AMX
+# (scripts/llama_cpp_wheel.sh), not for this build host; the runtime stage gets only the installed venv.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*

@@ -47,6 +47,7 @@ def deployment_views(handles: Mapping[str, DeploymentHandle[Any]]) -> dict[str, 
                 state=_name(deployment.status),
                 replica_states={_name(state): count for state, count in deployment.replica_states.items()},
                 message=deployment.message,
+                name=handle.deployment_name,
             )
     return views
 

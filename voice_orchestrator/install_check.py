@@ -1,7 +1,9 @@
 """Is this Python ready to serve a profile? What scripts/install.sh checks after installing, and what an
 operator runs on a node: `voice-orchestrator check [--extras gpu]`.
 
-Only package metadata and light imports: it never loads a model, never imports vLLM or torch, needs no GPU.
+Package metadata and light imports, never vLLM or torch, no GPU. One exception, for `embedded`: each packaged
+language model is loaded and generates a few tokens in a child process (≈ 5 s), because a llama.cpp build that
+does not suit the CPU only shows itself by crashing there (engines/llama_build.py).
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ def check_install(extras: Iterable[str]) -> tuple[list[str], list[str]]:
         for module in _MODULES.get(extra, ()):
             if (problem := _import_problem(module)) is not None:
                 problems.append(problem)
+        if extra == "embedded" and _import_problem("llama_cpp") is None:
+            from voice_orchestrator.engines import llama_build
+
+            build = llama_build.installed_build_features()
+            facts.append(f"llama.cpp build: {llama_build.describe_build(build)}")
+            generated, crashed = llama_build.packaged_model_problems()
+            facts.extend(generated)
+            problems.extend(crashed)
         if extra == "gpu":
             from voice_orchestrator.engines.cuda import CUBLAS12_LIBRARIES, cublas12_paths
 

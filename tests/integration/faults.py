@@ -7,6 +7,8 @@ The Orchestrator under test is always the real ingress; only the broken stage is
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,6 +99,15 @@ class BabblingLanguageModel:
         return EngineInfo(engine="babbling", model="none")
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.01})
+class CrashingLanguageModel:
+    """A stand-in model whose replica dies in its constructor as llama.cpp's AMX path killed the real one on
+    its warm-up generation: SIGSEGV, no Python exception, the worker process gone."""
+
+    def __init__(self) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
 def deploy_orchestrator(
     name: str,
     settings: OrchestratorSettings,
@@ -105,6 +116,7 @@ def deploy_orchestrator(
     scripted_llm: bool | None = None,
     babbling_llm: bool = False,
     scripted_pause_s: float = 0.2,
+    crashing_llm: bool = False,
 ) -> str:
     """A second real Orchestrator app at /<name>, reusing the main app's stages (and session memory) except
     `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks)."""
@@ -118,13 +130,14 @@ def deploy_orchestrator(
         stages["llm"] = _deployment(ScriptedLanguageModel).bind(scripted_llm, scripted_pause_s)
     if babbling_llm:
         stages["llm"] = _deployment(BabblingLanguageModel).bind()
+    if crashing_llm:
+        stages["llm"] = _deployment(CrashingLanguageModel).bind()
     conversations = serve.get_deployment_handle("Conversations", app_name="voice")
     ingress = _deployment(Orchestrator).options(ray_actor_options={"num_cpus": 0.01})
-    serve.run(
-        ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings, conversations),
-        name=name,
-        route_prefix=f"/{name}",
-    )
+    app = ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings, conversations)
+    # A stage that never starts leaves the app short of RUNNING: then only wait for the ingress.
+    target = serve.RunTarget(app, name=name, route_prefix=f"/{name}")
+    serve.run_many([target], wait_for_applications_running=not crashing_llm)
     return f"/{name}"
 
 

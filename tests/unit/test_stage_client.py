@@ -132,3 +132,29 @@ async def test_a_new_call_with_no_running_replica_is_refused_at_once() -> None:
     client = _client(response, STARTING=1)
     with pytest.raises(OrchestratorError):
         await client.transcribe(AUDIO, None)
+
+
+def test_replicas_dying_at_start_are_the_refusals_reason_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = (
+        "The deployment failed to start 3 times in a row. ... Error:\nThe actor died unexpectedly before "
+        "finishing this task."
+    )
+    client = _client(PendingResponse(), RUNNING=1)
+    with caplog.at_level("ERROR", logger="deployments.stage"):
+        for count in (3, 4, 5):  # Serve goes on retrying, its count growing
+            client.deployment = DeploymentView(
+                "UNHEALTHY", {"STARTING": 1}, message.replace("3", str(count)), name="SpeechToText"
+            )
+        with pytest.raises(OrchestratorError) as refused:
+            asyncio.run(client.transcribe(AUDIO, None))
+        assert refused.value.details == {
+            "stage": "stt",
+            "reason": "no running replica: SpeechToText failed to start (replica died 5×)",
+        }
+        client.deployment = DeploymentView("HEALTHY", {"RUNNING": 1}, name="SpeechToText")
+        client.deployment = DeploymentView("UNHEALTHY", {}, message, name="SpeechToText")
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 2  # once per episode, not once per retry
+    assert logged[0].startswith("SpeechToText failed to start (replica died 3×): every STT call is refused")

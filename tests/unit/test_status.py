@@ -115,3 +115,53 @@ async def test_reporter_shares_refreshes_and_asks_each_engine_until_it_knows() -
     await reporter.services(cache_s=60.0, failure_window_s=30.0)  # cached: nothing asked
     await reporter.services(cache_s=0.0, failure_window_s=30.0)  # both known: nothing asked
     assert asked == ["stt", "tts", "stt"]
+
+
+# Serve 2.60's deployment message after three replicas of a stage died at start (a crash in the constructor's
+# warm-up), and after three whose constructor raised.
+DIED = (
+    "The deployment failed to start 3 times in a row. This may be due to a problem with its constructor or "
+    "initial health check failing. See controller logs for details. Retrying after 2 seconds. Error:\n"
+    "The actor died unexpectedly before finishing this task.\n"
+    "\tclass_name: ServeReplica:voice:LanguageModel\n\tpid: 4242\n"
+    "The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR "
+    "Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of file."
+)
+RAISED = (
+    "The deployment failed to start 4 times in a row. This may be due to a problem with its constructor or "
+    "initial health check failing. See controller logs for details. Retrying after 8 seconds. Error:\n"
+    "ray::ServeReplica:voice:LanguageModel.initialize_and_get_metadata() (pid=77)\n"
+    '  File "/x/llama.py", line 3, in __init__\n    raise ValueError(...)\n'
+    "ValueError: Failed to load model from file: /models/missing.gguf\n"
+)
+
+
+def test_replicas_that_keep_dying_at_start_are_named_with_their_count() -> None:
+    view = DeploymentView("UNHEALTHY", {"STARTING": 1}, DIED, name="LanguageModel")
+    assert view.start_failure() == "LanguageModel failed to start (replica died 3×)"
+    assert view.unavailable_reason() == "no running replica: LanguageModel failed to start (replica died 3×)"
+    status = assess_stage(StageObservation(deployment=view, info=INFO))
+    assert status.status == "unhealthy"
+    assert status.message == "no running replica (UNHEALTHY): LanguageModel failed to start (replica died 3×)"
+
+
+def test_serve_260s_own_words_for_a_segfault_at_start() -> None:
+    """The message Serve 2.60 gave when a stand-in's constructor killed itself with SIGSEGV (integration
+    test: test_a_stage_crashing_at_start_is_named_in_status_refusals_and_the_log)."""
+    message = DIED.split("Error:\n")[0] + "Error:\nActorDiedError()"
+    view = DeploymentView("UNHEALTHY", {"STARTING": 1}, message, name="LanguageModel")
+    assert view.start_failure() == "LanguageModel failed to start (replica died 3×)"
+
+
+def test_a_constructor_that_raises_is_named_with_its_error() -> None:
+    view = DeploymentView("UNHEALTHY", {}, RAISED, name="LanguageModel")
+    assert view.start_failure() == (
+        "LanguageModel failed to start (4×): ValueError: Failed to load model from file: /models/missing.gguf"
+    )
+
+
+def test_other_messages_are_not_start_failures() -> None:
+    view = DeploymentView("UNHEALTHY", {"STARTING": 1}, "replica died\nmore", name="TextToSpeech")
+    assert view.start_failure() is None
+    assert view.unavailable_reason() == "no running replica: replica died"
+    assert DeploymentView("UPDATING", {}).unavailable_reason() == "no replica is running"

@@ -9,6 +9,7 @@ generates, and callers can stream the deltas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from voice_orchestrator.engines.assets import packaged_gemma_270m, packaged_smollm2_135m
+from voice_orchestrator.engines.llama_build import (
+    REINSTALL_HINT,
+    amx_repacking_crashes,
+    cpu_flags,
+    installed_build_features,
+)
 from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt
 from voice_orchestrator.protocol import EngineInfo, ReplyRequest
 from voice_orchestrator.settings import LanguageModelSettings
@@ -36,6 +43,40 @@ _PACKAGED_NAMES = {
     "gemma-3-270m": "gemma-3-270m Q4_K_M (packaged)",
     "smollm2-135m-instruct": "smollm2-135m-instruct Q4_1 (packaged)",
 }
+
+
+def _amx_would_crash() -> bool:
+    """A llama.cpp compiled with AMX (a native build on an AMX machine, not scripts/install.sh's) repacks
+    weights for its AMX kernels, which segfault on the first token (llama.cpp#20824): then load without
+    repacking."""
+    if not amx_repacking_crashes(installed_build_features(), cpu_flags()):
+        return False
+    logger.warning(
+        "this llama-cpp-python was compiled with AMX and this CPU has AMX: weight repacking is turned off "
+        "(llama.cpp#20824), which also turns off the AVX repacking; %s",
+        REINSTALL_HINT,
+    )
+    return True
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """`Llama` exposes few of llama.cpp's model parameters: set `fields` on the defaults it starts from."""
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+
+    def with_fields() -> Any:
+        params = defaults()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    bindings.llama_model_default_params = with_fields
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
 
 
 class LlamaCppEngine:
@@ -61,13 +102,14 @@ class LlamaCppEngine:
             settings.threads,
         )
         started = time.perf_counter()
-        self._llm = Llama(
-            model_path=str(model_path),
-            n_ctx=settings.context_size,
-            n_threads=settings.threads,
-            seed=settings.seed,
-            verbose=False,
-        )
+        with _model_params(use_extra_bufts=not _amx_would_crash()):
+            self._llm = Llama(
+                model_path=str(model_path),
+                n_ctx=settings.context_size,
+                n_threads=settings.threads,
+                seed=settings.seed,
+                verbose=False,
+            )
         logger.info("GGUF model loaded in %.1f s", time.perf_counter() - started)
         has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
         base_model = packaged and settings.packaged_model == "gemma-3-270m"
