@@ -17,13 +17,14 @@ from ray.serve.handle import DeploymentHandle
 from deployments._metrics import ServeMeter, keep_gauges_fresh
 from deployments._replica import setup_replica
 from deployments.stage_client import ConversationsClient, StageClient
+from voice_orchestrator.api.gate import Gate
 from voice_orchestrator.api.openai.router import OpenAIServices
 from voice_orchestrator.api.router import IngressState, create_app
 from voice_orchestrator.api.serving import DialogueService
-from voice_orchestrator.pipeline import DialoguePipeline
 from voice_orchestrator.protocol import EngineInfo
-from voice_orchestrator.settings import IngressSettings, apply_live
+from voice_orchestrator.settings import IngressSettings, Live, apply_live
 from voice_orchestrator.status import DeploymentView, StatusReporter
+from voice_orchestrator.turn import TurnCore
 
 logger = logging.getLogger("deployments.ingress")
 STAGE_WATCH_INTERVAL_S = 1.0
@@ -68,31 +69,32 @@ class Orchestrator:
             **settings.model_dump(include=set(IngressSettings.model_fields)) if settings else {}
         )
         setup_replica(live.log_transcripts)
+        # The one holder of the live settings: reconfigure() swaps it, everything below reads it.
+        self._live = Live(live)
         handles = {"stt": stt, "llm": llm, "tts": tts}
         self._stages = {
-            stage: StageClient(handle, stage, live.retry_after_seconds, STAGE_WATCH_INTERVAL_S)
+            stage: StageClient(handle, stage, self._retry_after, STAGE_WATCH_INTERVAL_S)
             for stage, handle in handles.items()
         }
         self._conversations = (
-            ConversationsClient(conversations, live.status_ping_timeout_seconds) if conversations else None
+            ConversationsClient(conversations, lambda: self._live.current.status_ping_timeout_seconds)
+            if conversations
+            else None
         )
-        pipeline = DialoguePipeline(
-            self._stages["stt"], self._stages["llm"], self._stages["tts"], live, self._conversations
-        )
+        stages = self._stages
+        core = TurnCore(stages["stt"], stages["llm"], stages["tts"], self._live, self._conversations)
         self._meter = ServeMeter()
-        self._dialogues = DialogueService(pipeline, live, self._meter)
+        self._gate = Gate(self._live, self._meter)
+        dialogues = DialogueService(core, self._gate, self._meter)
         status = StatusReporter(
             {stage: client.evidence for stage, client in self._stages.items()},
             lambda: asyncio.to_thread(self._refresh_views, handles),
             self._engine_info,
         )
         self._configured = False
-        stages = self._stages
-        openai = OpenAIServices.build(
-            self._dialogues, self._meter, self._engine_info, stages["stt"], stages["llm"], stages["tts"]
-        )
-        self._state = IngressState(self._dialogues, status, self._conversations, openai=openai)
-        self._stop_gauges = keep_gauges_fresh(self._meter, self._dialogues.gauges)
+        openai = OpenAIServices.build(self._gate, core, self._meter, self._engine_info, stages["llm"])
+        self._state = IngressState(self._gate, dialogues, status, self._conversations, openai=openai)
+        self._stop_gauges = keep_gauges_fresh(self._meter, self._gate.gauges)
         self._views_lock = threading.Lock()
         self._views_asked_at = 0.0
         threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
@@ -125,18 +127,19 @@ class Orchestrator:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Live settings (the deployment's user_config; see `apply_live`: refused whole when invalid)."""
-        running = self._dialogues.settings if self._configured else None
+        running = self._live.current if self._configured else None
         live = apply_live(IngressSettings, config, running)
         self._configured = True
         setup_replica(live.log_transcripts)
-        self._dialogues.settings = live
-        for client in self._stages.values():
-            client.retry_after = live.retry_after_seconds
-        if self._conversations is not None:
-            self._conversations.timeout = live.status_ping_timeout_seconds
+        self._live.current = live  # turns under way keep the settings they started with
+        for spec, value in self._gate.gauges():
+            self._meter.record(spec, value)
+
+    def _retry_after(self) -> int:
+        return self._live.current.retry_after_seconds
 
     async def _engine_info(self, stage: str) -> EngineInfo:
-        return await self._stages[stage].info(self._dialogues.settings.status_ping_timeout_seconds)
+        return await self._stages[stage].info(self._live.current.status_ping_timeout_seconds)
 
     def __del__(self) -> None:
         self._stop_gauges.set()

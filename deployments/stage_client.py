@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from voice_orchestrator.admission import live_value
 from voice_orchestrator.errors import (
     STAGE_UNAVAILABLE,
     OrchestratorError,
@@ -54,11 +55,15 @@ class StageClient:
     """Implements SpeechToTextStage, LanguageModelStage and TextToSpeechStage over one stage's handle."""
 
     def __init__(
-        self, handle: DeploymentHandle[Any], stage: str, retry_after: int, watch_interval_s: float = 1.0
+        self,
+        handle: DeploymentHandle[Any],
+        stage: str,
+        retry_after: int | Callable[[], int],
+        watch_interval_s: float = 1.0,
     ) -> None:
         self._handle = handle
         self._stage = stage
-        self.retry_after = retry_after
+        self._retry_after = live_value(retry_after)  # read live: reconfigure() pushes nothing here
         self.evidence = CallEvidence()
         # Serve's latest view of the stage's deployment (kept fresh by the ingress): with no running replica a
         # handle call would wait for one until the stage timeout; refuse at once instead (503, Retry-After).
@@ -106,7 +111,7 @@ class StageClient:
     def _unavailable(self) -> OrchestratorError:
         view = self.deployment
         reason = view.unavailable_reason() if view is not None and view.state is not None else None
-        return stage_unavailable(self._stage, self.retry_after, reason)
+        return stage_unavailable(self._stage, self._retry_after(), reason)
 
     async def _while_served(self, pending: Awaitable[T]) -> T:
         """Await a call already sent, giving up (503) once no replica could be serving it: when its replica's
@@ -192,7 +197,7 @@ class StageClient:
                 OrchestratorErrorCode.TOO_MANY_REQUESTS,
                 f"The {self._stage.upper()} service's queue is full; retry shortly.",
                 details={"stage": self._stage},
-                retry_after=self.retry_after,
+                retry_after=self._retry_after(),
             )
         if isinstance(error, OrchestratorError):  # the stage refused the request (e.g. an unknown voice)
             if error.http_status >= 500:
@@ -207,17 +212,17 @@ class StageClient:
 class ConversationsClient:
     """The shared session memory; a slow or missing store must not hold a dialogue up for long."""
 
-    def __init__(self, handle: DeploymentHandle[Any], timeout: float) -> None:
+    def __init__(self, handle: DeploymentHandle[Any], timeout: float | Callable[[], float]) -> None:
         self._handle = handle
-        self.timeout = timeout
+        self._timeout = live_value(timeout)
 
     async def history(self, session_id: str) -> list[Turn]:
-        turns: list[Turn] = await asyncio.wait_for(self._handle.history.remote(session_id), self.timeout)
+        turns: list[Turn] = await asyncio.wait_for(self._handle.history.remote(session_id), self._timeout())
         return turns
 
     async def remember(self, session_id: str, turn: Turn) -> None:
-        await asyncio.wait_for(self._handle.remember.remote(session_id, turn), self.timeout)
+        await asyncio.wait_for(self._handle.remember.remote(session_id, turn), self._timeout())
 
     async def forget(self, session_id: str) -> bool:
-        deleted: bool = await asyncio.wait_for(self._handle.forget.remote(session_id), self.timeout)
+        deleted: bool = await asyncio.wait_for(self._handle.forget.remote(session_id), self._timeout())
         return deleted

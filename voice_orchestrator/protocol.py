@@ -162,6 +162,8 @@ class StreamMetadata(ProcessingMetadata):
     sentences: int
     # Why the reply guard ended the reply early (repetition, digit_run, max_sentences, max_length), or None.
     cut_reason: str | None = None
+    # The turn was cut by its client (barge-in): output_text is what was delivered (played) before the cut.
+    interrupted: bool = False
 
 
 class DialogueResult(_ArrayModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -289,6 +289,14 @@ class OrchestratorSettings(IngressSettings, SessionSettings, SpeechSettings, Eng
 
 
 LiveT = TypeVar("LiveT", bound=_FromEnvironment)
+
+
+class Live(Generic[LiveT]):
+    """The one holder of a deployment's live settings: `reconfigure()` swaps `current`, and whoever reads it
+    takes one snapshot per request or turn, so work already under way keeps the values it started with."""
+
+    def __init__(self, current: LiveT) -> None:
+        self.current = current
 
 
 def apply_live(

@@ -1,6 +1,6 @@
-"""The three stages as small async Protocols the pipeline talks to.
-
-In production they are Ray Serve handles wrapped by `deployments.ingress`; in unit tests, fakes.
+"""Every stage as a small async Protocol: what the turn core (voice_orchestrator/turn.py) and the /v1 routes
+talk to. In production they are Ray Serve handles wrapped by `deployments.stage_client`; in unit tests, the
+fakes of tests/unit/fakes.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from voice_orchestrator.protocol import (
     SpeechAudio,
     SpeechTask,
     SynthesisRequest,
+    TokenUsage,
     Transcription,
     Turn,
 )
@@ -29,6 +30,12 @@ class LanguageModelStage(Protocol):
     def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
         """Text deltas as the model produces them."""
         ...
+
+
+class ChatModelStage(LanguageModelStage, Protocol):
+    """The LanguageModel stage as `/v1/chat/completions` uses it: deltas, and usage in its own tokens."""
+
+    async def usage(self, request: ReplyRequest, completion: str) -> TokenUsage: ...
 
 
 class TextToSpeechStage(Protocol):

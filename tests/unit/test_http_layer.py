@@ -6,22 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi import Request
 
-from tests.unit.test_pipeline import SPEECH, FakeLLM, FakeSTT, FakeTTS
-from voice_orchestrator.api.router import IngressState, create_app
-from voice_orchestrator.api.serving import DialogueService
+from tests.unit.fakes import SPEECH, fake_app
 from voice_orchestrator.api.uploads import UploadLimits, read_form
 from voice_orchestrator.config_check import problems
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.metrics import MetricSpec
-from voice_orchestrator.pipeline import DialoguePipeline, join_speech
-from voice_orchestrator.protocol import EngineInfo, ErrorBody, SpeechAudio
+from voice_orchestrator.protocol import ErrorBody, SpeechAudio
 from voice_orchestrator.settings import IngressSettings, apply_live
-from voice_orchestrator.status import CallEvidence, DeploymentView, StatusReporter
+from voice_orchestrator.turn import join_speech
 
 BOUNDARY = "b0undary"
 BODY = (
@@ -91,31 +86,6 @@ async def test_an_upload_past_the_byte_limit_is_refused_while_it_arrives() -> No
     assert caught.value.code is OrchestratorErrorCode.PAYLOAD_TOO_LARGE
 
 
-class _Meter:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, float]] = []
-
-    def record(self, spec: MetricSpec, value: float, tags: Any = None) -> None:
-        self.records.append((spec.name, value))
-
-
-def _app(**settings: Any) -> tuple[httpx.AsyncClient, DialogueService]:
-    live = IngressSettings(**settings)
-    service = DialogueService(DialoguePipeline(FakeSTT(), FakeLLM(), FakeTTS(), live), live, _Meter())
-
-    async def no_deployments() -> dict[str, DeploymentView]:
-        return {}
-
-    async def info(stage: str) -> EngineInfo:
-        return EngineInfo(engine="fake", model="fake")
-
-    app = create_app()
-    app.state.ingress = IngressState(
-        service, StatusReporter({"stt": CallEvidence()}, no_deployments, info), None
-    )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test"), service
-
-
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [
@@ -127,7 +97,7 @@ def _app(**settings: Any) -> tuple[httpx.AsyncClient, DialogueService]:
 async def test_starlettes_own_refusals_are_in_the_contract(
     method: str, path: str, status: int, code: str
 ) -> None:
-    client, _ = _app()
+    client = fake_app().client
     async with client:
         response = await client.request(method, path, headers={"X-Request-ID": "rid-1"})
     assert response.status_code == status
@@ -136,26 +106,25 @@ async def test_starlettes_own_refusals_are_in_the_contract(
 
 
 async def test_both_routes_answer_and_a_full_server_refuses_before_reading() -> None:
-    client, service = _app(max_concurrent_dialogues=1)
+    app = fake_app(max_concurrent_dialogues=1)
     files = {"audio": ("q.wav", SPEECH, "application/octet-stream")}
-    async with client:
+    async with app.client as client:
         whole = await client.post("/api/orchestrator/dialogue", files=files)
         assert whole.status_code == 200, whole.text
         assert whole.headers["x-output-text"]
         streamed = await client.post("/api/orchestrator/dialogue/stream", files=files)
         assert [line.count('"type"') for line in streamed.text.splitlines()] == [1, 1, 1]
-        service.slots.acquire()  # another dialogue holds the only slot
-        refused = await client.post("/api/orchestrator/dialogue", files=files)
-        service.slots.release()
+        with app.gate.admit():  # another dialogue holds the only slot
+            refused = await client.post("/api/orchestrator/dialogue", files=files)
     assert refused.status_code == 429
     assert ErrorBody.model_validate(refused.json()).details == {"max_concurrent_dialogues": 1}
-    assert service.slots.active == 0
+    assert app.gate.dialogues.active == 0
 
 
 async def test_live_settings_change_the_limits_at_once() -> None:
-    client, service = _app(max_concurrent_dialogues=2)
-    service.settings = IngressSettings(max_concurrent_dialogues=7)
-    async with client:
+    app = fake_app(max_concurrent_dialogues=2)
+    app.live.current = IngressSettings(max_concurrent_dialogues=7)
+    async with app.client as client:
         status = (await client.get("/api/orchestrator/status")).json()
     assert status["max_concurrent_dialogues"] == 7
 

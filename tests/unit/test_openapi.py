@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from deployments.openapi import openapi_document
+from voice_orchestrator.api.spec import openapi_document
 from voice_orchestrator.errors import HTTP_STATUS
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi.yaml"
@@ -17,7 +17,7 @@ COMMITTED = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
 def test_committed_openapi_matches_the_app() -> None:
     committed = yaml.safe_load(COMMITTED.read_text())
-    assert committed == openapi_document(), "regenerate: python -m deployments.openapi > openapi.yaml"
+    assert committed == openapi_document(), "regenerate: python -m voice_orchestrator.api.spec > openapi.yaml"
 
 
 def test_every_error_status_is_documented_on_the_dialogue_route() -> None:

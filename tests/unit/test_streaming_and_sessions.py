@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from tests.unit.test_pipeline import SPEECH, FakeLLM, FakeSTT, FakeTTS
+from tests.unit.fakes import SPEECH, FakeConversations, FakeLLM, FakeSTT, FakeTTS, SlowTTS, turn_core
 from voice_orchestrator.conversation import ConversationStore
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import DialoguePipeline, TurnEvent, normalize_session_id
 from voice_orchestrator.protocol import (
-    SpeechAudio,
     SpokenSentence,
     StreamDoneEvent,
     StreamTranscriptEvent,
-    SynthesisRequest,
     Turn,
 )
 from voice_orchestrator.sentences import SentenceSplitter
-from voice_orchestrator.settings import OrchestratorSettings
+from voice_orchestrator.turn import TurnCore, TurnEvent, normalize_session_id
 
 
 def split(deltas: list[str], soft: int = 40) -> list[str]:
@@ -105,43 +101,13 @@ async def test_the_first_spoken_chunk_follows_the_first_chunk_setting() -> None:
     assert [r.text for r in tts.requests] == [reply]
 
 
-class FakeConversations:
-    def __init__(self) -> None:
-        self.store = ConversationStore(max_turns=4, ttl_seconds=60, max_sessions=10)
-
-    async def history(self, session_id: str) -> list[Turn]:
-        return self.store.history(session_id)
-
-    async def remember(self, session_id: str, turn: Turn) -> None:
-        self.store.append(session_id, turn)
-
-    async def forget(self, session_id: str) -> bool:
-        return self.store.delete(session_id)
-
-
-class SlowTTS(FakeTTS):
-    """Speech whose length follows the text; each synthesis takes `delay` seconds."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__()
-        self.delay = delay
-
-    async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
-        self.requests.append(request)
-        await asyncio.sleep(self.delay)
-        samples = np.full(1000 * len(request.text), 0.1, dtype=np.float32)
-        return SpeechAudio(samples=samples, sample_rate=16_000, voice="fake")
-
-
 def pipeline(
     llm: FakeLLM,
     tts: FakeTTS | None = None,
     conversations: FakeConversations | None = None,
     **settings: object,
-) -> DialoguePipeline:
-    return DialoguePipeline(
-        FakeSTT(), llm, tts or SlowTTS(), OrchestratorSettings.model_validate(settings), conversations
-    )
+) -> TurnCore:
+    return turn_core(FakeSTT(), llm, tts or SlowTTS(), conversations, **settings)
 
 
 async def collect(stream: object) -> list[TurnEvent]:

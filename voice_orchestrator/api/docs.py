@@ -12,7 +12,6 @@ from pydantic.json_schema import models_json_schema
 from voice_orchestrator.api.errors import ROUTE_ERRORS, openapi_error_responses
 from voice_orchestrator.api.openai.docs import DOCUMENTED_MODELS
 from voice_orchestrator.errors import OrchestratorErrorCode
-from voice_orchestrator.pipeline import SESSION_ID
 from voice_orchestrator.protocol import (
     SessionDeleted,
     StatusResponse,
@@ -22,6 +21,7 @@ from voice_orchestrator.protocol import (
     StreamTranscriptEvent,
 )
 from voice_orchestrator.text import WHISPER_LANGUAGES
+from voice_orchestrator.turn import SESSION_ID
 
 STREAM_EVENTS = (StreamTranscriptEvent, StreamAudioEvent, StreamDoneEvent, StreamErrorEvent)
 _TEXT_HEADER = {"description": "UTF-8, percent-encoded", "schema": {"type": "string"}}

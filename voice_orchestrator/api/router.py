@@ -18,14 +18,15 @@ from voice_orchestrator.api.docs import (
     complete_document,
 )
 from voice_orchestrator.api.errors import install_error_handlers
+from voice_orchestrator.api.gate import Gate
 from voice_orchestrator.api.openai.router import OpenAIServices
 from voice_orchestrator.api.openai.router import router as openai_router
 from voice_orchestrator.api.serving import DialogueService
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import normalize_session_id
 from voice_orchestrator.protocol import SessionDeleted, StatusResponse
 from voice_orchestrator.stages import ConversationStage
 from voice_orchestrator.status import StatusReporter, overall_health
+from voice_orchestrator.turn import normalize_session_id
 
 DIALOGUE_ROUTE = "/api/orchestrator/dialogue"
 STREAM_ROUTE = "/api/orchestrator/dialogue/stream"
@@ -38,6 +39,7 @@ PAGE = resources.files("voice_orchestrator") / "web" / "index.html"
 class IngressState:
     """What the routes use, built by the ingress deployment (or a test) and kept in `app.state.ingress`."""
 
+    gate: Gate
     dialogues: DialogueService
     status: StatusReporter
     conversations: ConversationStage | None
@@ -63,16 +65,16 @@ async def page(request: Request) -> HTMLResponse:
 @router.get(STATUS_ROUTE, **STATUS_DOCS)
 async def status(request: Request) -> JSONResponse:
     state = _state(request)
-    state.dialogues.authorize(request)
-    settings = state.dialogues.settings
+    state.gate.authorize(request.headers)
+    settings = state.gate.settings
     services = await state.status.services(
         settings.status_cache_seconds, settings.status_failure_window_seconds
     )
     report = StatusResponse(
         status=overall_health(services.values()),
         services=services,
-        active_dialogues=state.dialogues.slots.active,
-        max_concurrent_dialogues=state.dialogues.slots.limit,
+        active_dialogues=state.gate.dialogues.active,
+        max_concurrent_dialogues=state.gate.dialogues.limit,
         version=__version__,
         timestamp=datetime.now(UTC),
     )
@@ -94,7 +96,7 @@ async def dialogue_stream(request: Request) -> Response:
 @router.delete(SESSION_ROUTE, **SESSION_DOCS)
 async def forget_session(session_id: str, request: Request) -> SessionDeleted:
     state = _state(request)
-    state.dialogues.authorize(request)
+    state.gate.authorize(request.headers)
     checked = normalize_session_id(session_id)
     if checked is None:
         raise OrchestratorError(OrchestratorErrorCode.INVALID_REQUEST, "session_id is empty.")

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import FormData, UploadFile
 
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import normalize_session_id
 from voice_orchestrator.settings import IngressSettings
+from voice_orchestrator.turn import normalize_session_id
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,11 @@
-"""Speech in and out of `/v1/chat/completions`, OpenAI's audio-chat shape on our pipeline: user content parts
-of type `input_audio` (base64 wav/mp3/...) are transcribed by the SpeechToText stage (same decoding, limits
-and errors as the dialogue), and `modalities: ["text", "audio"]` with `audio: {voice, format}` speaks the
-reply with the TextToSpeech stage, sentence by sentence, into `message.audio` (`id`, `data`, `transcript`,
-`expires_at`)."""
+"""Speech in and out of `/v1/chat/completions`, OpenAI's audio-chat shape on the turn core: user content parts
+of type `input_audio` (base64 wav/mp3/...) are transcribed as the dialogue hears (same decoding, limits and
+errors), and `modalities: ["text", "audio"]` with `audio: {voice, format}` speaks the reply as a turn
+(`TurnCore.reply`: the reply guard, the fallback, the next sentence synthesised while this one is sent) into
+`message.audio` (`id`, `data`, `transcript`, `expires_at`)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import time
@@ -20,11 +19,9 @@ from voice_orchestrator.api.openai.chat_protocol import (
     ReplyAudio,
     TextPart,
 )
-from voice_orchestrator.api.openai.encoding import SpeechEncoder
 from voice_orchestrator.api.openai.gateway import OpenAIGateway
-from voice_orchestrator.api.openai.speech import SpeechService, speakable_sentences
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.stages import SpeechToTextStage
+from voice_orchestrator.turn import VoiceChoice
 
 # How long a client may refer to a spoken reply (OpenAI's `expires_at`; nothing is stored here).
 AUDIO_TTL_S = 3600
@@ -43,10 +40,8 @@ def has_audio(body: ChatCompletionRequest) -> bool:
 
 
 class ChatVoice:
-    def __init__(self, gateway: OpenAIGateway, stt: SpeechToTextStage, speech: SpeechService) -> None:
+    def __init__(self, gateway: OpenAIGateway) -> None:
         self._gateway = gateway
-        self._stt = stt
-        self._speech = speech
 
     async def hear(self, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, str | None]:
         """The request with each audio part replaced by its transcript; the language last heard."""
@@ -81,35 +76,29 @@ class ChatVoice:
                 "input_audio.data is not base64.",
                 details={"field": "messages"},
             ) from None
-        _, heard = await self._gateway.hear(self._stt, data, None)
+        core = self._gateway.core
+        heard, _ = await core.hear(await core.decode(data), None)
         return heard.text, heard.language
 
-    async def speak(self, text: str, wanted: AudioOutput, language: str) -> ReplyAudio:
-        """The whole reply spoken, in the asked format (`pcm16`: raw 16-bit 24 kHz mono)."""
-        voice = await self._voice_for(wanted, text)
-        encoder = SpeechEncoder("pcm" if wanted.format == "pcm16" else wanted.format)
-        data = bytearray()
-        for sentence in speakable_sentences(text, self._gateway.settings.stream_soft_split_chars) or [text]:
-            speech = await self._speech.synthesize(sentence, voice, language, 1.0)
-            data += await asyncio.to_thread(encoder.encode, speech.samples, speech.sample_rate)
-        data += await asyncio.to_thread(encoder.finish)
-        return ReplyAudio(
-            id=f"audio_{uuid.uuid4().hex}",
-            data=base64.b64encode(bytes(data)).decode("ascii"),
-            expires_at=int(time.time()) + AUDIO_TTL_S,
-            transcript=text,
-        )
-
-    async def sentence_pcm(self, sentence: str, wanted: AudioOutput, language: str) -> bytes:
-        """One sentence of a streamed spoken reply: raw 16-bit 24 kHz mono (OpenAI streams pcm16 only)."""
-        voice = await self._voice_for(wanted, sentence)
-        speech = await self._speech.synthesize(sentence, voice, language, 1.0)
-        return await asyncio.to_thread(SpeechEncoder("pcm").encode, speech.samples, speech.sample_rate)
-
-    async def _voice_for(self, wanted: AudioOutput, text: str) -> str | None:
-        """The asked voice, or, for a reply in a script it cannot read, None: that script's default voice."""
+    async def voice_choice(self, wanted: AudioOutput) -> VoiceChoice:
+        """Per sentence: the asked voice, or, for a sentence in a script it cannot read, None (that script's
+        default voice)."""
         catalog = await self._gateway.catalog()
-        try:
-            return catalog.voice_for(wanted.voice, text)
-        except OrchestratorError:
-            return None
+
+        def choose(text: str) -> str | None:
+            try:
+                return catalog.voice_for(wanted.voice, text)
+            except OrchestratorError:
+                return None
+
+        return choose
+
+
+def reply_audio(pcm: bytes, wanted: AudioOutput, transcript: str) -> ReplyAudio:
+    """A whole spoken reply as `message.audio`, in the asked format (`pcm16`: raw 16-bit 24 kHz mono)."""
+    return ReplyAudio(
+        id=f"audio_{uuid.uuid4().hex}",
+        data=base64.b64encode(pcm).decode("ascii"),
+        expires_at=int(time.time()) + AUDIO_TTL_S,
+        transcript=transcript,
+    )

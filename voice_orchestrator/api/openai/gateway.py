@@ -1,10 +1,9 @@
-"""What every `/v1` request goes through, as the dialogue routes do: the API key, admission (the same slots
-as the dialogues: a transcription or a synthesis is a stage's work too), the body under the upload limits, one
-log line and the metrics; an error becomes OpenAI's error shape with the status of the one error table."""
+"""What every `/v1` request goes through, as the dialogue routes do: the gate (the API key, the body read
+under the upload limits *before* a dialogue slot is taken — a transcription or a synthesis is a stage's work),
+one log line and the metrics; an error becomes OpenAI's error shape with the status of the one error table."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -16,22 +15,17 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from voice_orchestrator.api.errors import error_body, error_response, request_id_of
+from voice_orchestrator.api.gate import Admission, Gate, logged_refusal
 from voice_orchestrator.api.openai.catalog import Catalog, ModelCatalog
-from voice_orchestrator.api.serving import DialogueService, logged_refusal
 from voice_orchestrator.api.uploads import UploadLimits, limited_request
-from voice_orchestrator.audio import AudioLimits, decode_audio
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, openai_error
 from voice_orchestrator.metrics import OPENAI_LATENCY, OPENAI_REQUESTS, Meter, outcome_of
-from voice_orchestrator.pipeline import require_speech, stage_error, stage_timeouts
-from voice_orchestrator.protocol import DecodedAudio, SpeechTask, Transcription
 from voice_orchestrator.settings import IngressSettings
-from voice_orchestrator.stages import SpeechToTextStage
+from voice_orchestrator.turn import TurnCore
 
 logger = logging.getLogger("voice_orchestrator.api.openai")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-T = TypeVar("T")
-Handler = Callable[[str], Awaitable[Response]]
 
 
 def sse_data(payload: BaseModel | Mapping[str, object] | str) -> bytes:
@@ -48,46 +42,47 @@ def sse_data(payload: BaseModel | Mapping[str, object] | str) -> bytes:
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
+class Visit:
+    """One /v1 request at the gate: its id, and the dialogue slot its handler takes once the body is read."""
+
+    def __init__(self, gate: Gate, request_id: str) -> None:
+        self._gate = gate
+        self.request_id = request_id
+        self.admission: Admission | None = None
+
+    def admit(self) -> None:
+        if self.admission is None:
+            self.admission = self._gate.admit()
+
+    def leave(self) -> None:
+        if self.admission is not None:
+            self.admission.release()
+
+
+Handler = Callable[[Visit], Awaitable[Response]]
+
+
 class OpenAIGateway:
-    def __init__(self, dialogues: DialogueService, meter: Meter, catalog: ModelCatalog) -> None:
-        self._dialogues = dialogues
+    def __init__(self, gate: Gate, core: TurnCore, meter: Meter, catalog: ModelCatalog) -> None:
+        self.gate = gate
+        self.core = core
         self._meter = meter
         self._catalog = catalog
 
     @property
     def settings(self) -> IngressSettings:
-        return self._dialogues.settings
+        return self.gate.settings
 
     async def catalog(self) -> Catalog:
         return await self._catalog.get()
 
-    async def call_stage(self, stage: str, call: Awaitable[T]) -> T:
-        """A stage call under its timeout (504 PROCESSING_TIMEOUT), a broken stage its own 503, as the
-        dialogue pipeline maps them; the stage's own refusals (an unknown voice) pass through."""
-        settings = self.settings
-        timeout = stage_timeouts(settings)[stage]
-        try:
-            async with asyncio.timeout(timeout):
-                return await call
-        except OrchestratorError:
-            raise
-        except Exception as error:
-            raise stage_error(stage, error, timeout, settings.retry_after_seconds) from None
-
-    async def hear(
-        self, stt: SpeechToTextStage, upload: bytes, language: str | None, task: SpeechTask = "transcribe"
-    ) -> tuple[DecodedAudio, Transcription]:
-        """An uploaded recording decoded and recognised as the dialogue does it (bad audio 400, too short or
-        too long 400, no speech 422)."""
-        settings = self.settings
-        limits = AudioLimits(settings.min_audio_seconds, settings.max_audio_seconds)
-        audio = await asyncio.to_thread(decode_audio, upload, limits)
-        heard = await self.call_stage("stt", stt.transcribe(audio, language, task))
-        return audio, require_speech(heard, audio)
-
     async def read_json(self, request: Request, model: type[ModelT]) -> ModelT:
-        """The JSON body as `model`, read within the upload limits; a bad one is a 400 naming the field."""
-        body = await limited_request(request, UploadLimits.of(self.settings)).body()
+        """The JSON body as `model`, read through the gate; a bad one is a 400 naming the field."""
+
+        async def read(limited: Request, limits: UploadLimits) -> bytes:
+            return await limited_request(limited, limits).body()
+
+        body = await self.gate.read(request, read)
         try:
             return model.model_validate_json(body)
         except ValidationError as error:
@@ -103,33 +98,26 @@ class OpenAIGateway:
                 },
             ) from None
 
-    async def handle(self, request: Request, route: str, handler: Handler, *, admit: bool = True) -> Response:
-        """Authorise, take a slot (`admit`: routes that run a model), run `handler(request_id)`; a streamed
-        response keeps its slot until its last byte. Any error is answered in OpenAI's shape."""
-        request_id = request_id_of(request)
+    async def handle(self, request: Request, route: str, handler: Handler) -> Response:
+        """Authorise, run `handler(visit)` (which reads the body, then `visit.admit()`s when it runs a model);
+        a streamed response keeps its slot until its last byte. Any error is answered in OpenAI's shape."""
+        visit = Visit(self.gate, request_id_of(request))
         started = time.perf_counter()
-        slots = self._dialogues.slots
         try:
-            self._dialogues.authorize(request)
-            if admit:
-                slots.acquire()
+            self.gate.authorize(request.headers)
             try:
-                response = await handler(request_id)
+                response = await handler(visit)
             except BaseException:
-                if admit:
-                    slots.release()
+                visit.leave()
                 raise
         except Exception as error:
-            return self.refuse(error, request_id, route, started)
+            return self.refuse(error, visit.request_id, route, started)
         if isinstance(response, StreamingResponse):
             sse = (response.media_type or "").startswith("text/event-stream")
-            response.body_iterator = self._held(
-                response.body_iterator, sse, route, request_id, started, admit
-            )
+            response.body_iterator = self._held(response.body_iterator, sse, route, visit, started)
             return response
-        if admit:
-            slots.release()
-        self._served(route, request_id, started)
+        visit.leave()
+        self._served(route, visit.request_id, started)
         return response
 
     async def _held(
@@ -137,9 +125,8 @@ class OpenAIGateway:
         body: AsyncIterable[str | bytes | memoryview],
         sse: bool,
         route: str,
-        request_id: str,
+        visit: Visit,
         started: float,
-        admit: bool,
     ) -> AsyncIterator[bytes]:
         """The stream's bytes; an error after the first byte ends an SSE stream with OpenAI's error event
         (`data: {"error": ...}`) and cuts a raw audio stream (its status is sent already)."""
@@ -147,16 +134,15 @@ class OpenAIGateway:
             async for chunk in body:
                 yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
         except Exception as error:
-            refused = self._logged(error, request_id, route, started)
+            refused = self._logged(error, visit.request_id, route, started)
             if not sse:
                 raise
             status = refused.http_status
             yield sse_data(openai_error(refused.code.value, refused.message, refused.details, status))
         else:
-            self._served(route, request_id, started)
+            self._served(route, visit.request_id, started)
         finally:
-            if admit:
-                self._dialogues.slots.release()
+            visit.leave()
             close = getattr(body, "aclose", None)
             if close is not None:
                 await close()

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from voice_orchestrator.api.gate import Gate
 from voice_orchestrator.api.openai.catalog import OPENAI_VOICES, ModelCatalog
-from voice_orchestrator.api.openai.chat import ChatModelStage, ChatService
+from voice_orchestrator.api.openai.chat import ChatService
 from voice_orchestrator.api.openai.chat_audio import ChatVoice
 from voice_orchestrator.api.openai.docs import (
     CHAT_DOCS,
@@ -21,15 +22,15 @@ from voice_orchestrator.api.openai.docs import (
     TRANSLATION_DOCS,
     VOICES_DOCS,
 )
-from voice_orchestrator.api.openai.gateway import OpenAIGateway
+from voice_orchestrator.api.openai.gateway import OpenAIGateway, Visit
 from voice_orchestrator.api.openai.protocol import ModelList, VoiceList
 from voice_orchestrator.api.openai.speech import SpeechService
 from voice_orchestrator.api.openai.transcription import TranscriptionService
-from voice_orchestrator.api.serving import DialogueService
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.metrics import Meter
 from voice_orchestrator.protocol import EngineInfo
-from voice_orchestrator.stages import SpeechToTextStage, TextToSpeechStage
+from voice_orchestrator.stages import ChatModelStage
+from voice_orchestrator.turn import TurnCore
 
 
 @dataclass
@@ -44,18 +45,16 @@ class OpenAIServices:
     @classmethod
     def build(
         cls,
-        dialogues: DialogueService,
+        gate: Gate,
+        core: TurnCore,
         meter: Meter,
         engine_info: Callable[[str], Awaitable[EngineInfo]],
-        stt: SpeechToTextStage,
         llm: ChatModelStage,
-        tts: TextToSpeechStage,
     ) -> OpenAIServices:
-        """On the dialogue routes' objects: the same API key, admission slots, settings and meter."""
-        gateway = OpenAIGateway(dialogues, meter, ModelCatalog(engine_info, int(time.time())))
-        speech = SpeechService(gateway, tts)
-        chat = ChatService(gateway, llm, ChatVoice(gateway, stt, speech))
-        return cls(gateway, speech, TranscriptionService(gateway, stt), chat)
+        """On the dialogue routes' gate and turn core: the same API key, admission, settings and meter."""
+        gateway = OpenAIGateway(gate, core, meter, ModelCatalog(engine_info, int(time.time())))
+        chat = ChatService(gateway, llm, ChatVoice(gateway))
+        return cls(gateway, SpeechService(gateway), TranscriptionService(gateway), chat)
 
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -74,46 +73,48 @@ def _services(request: Request) -> OpenAIServices:
 async def list_models(request: Request) -> Response:
     gateway = _services(request).gateway
 
-    async def answer(_: str) -> Response:
+    async def answer(_: Visit) -> Response:
         listed = ModelList(data=(await gateway.catalog()).cards())
         return JSONResponse(listed.model_dump(mode="json"))
 
-    return await gateway.handle(request, "models", answer, admit=False)
+    return await gateway.handle(request, "models", answer)
 
 
 @router.get("/models/{model:path}", **MODEL_DOCS)
 async def retrieve_model(model: str, request: Request) -> Response:
     gateway = _services(request).gateway
 
-    async def answer(_: str) -> Response:
+    async def answer(_: Visit) -> Response:
         return JSONResponse((await gateway.catalog()).find(model).model_dump(mode="json"))
 
-    return await gateway.handle(request, "models", answer, admit=False)
+    return await gateway.handle(request, "models", answer)
 
 
 @router.get("/audio/voices", **VOICES_DOCS)
 async def list_voices(request: Request) -> Response:
     gateway = _services(request).gateway
 
-    async def answer(_: str) -> Response:
+    async def answer(_: Visit) -> Response:
         catalog = await gateway.catalog()
         listed = VoiceList(data=catalog.voice_cards(), openai_voice_names=list(OPENAI_VOICES))
         return JSONResponse(listed.model_dump(mode="json"))
 
-    return await gateway.handle(request, "voices", answer, admit=False)
+    return await gateway.handle(request, "voices", answer)
 
 
 @router.post("/audio/speech", **SPEECH_DOCS)
 async def create_speech(request: Request) -> Response:
     services = _services(request)
-    return await services.gateway.handle(request, "speech", lambda rid: services.speech.speak(request, rid))
+    return await services.gateway.handle(
+        request, "speech", lambda visit: services.speech.speak(request, visit)
+    )
 
 
 @router.post("/audio/transcriptions", **TRANSCRIPTION_DOCS)
 async def create_transcription(request: Request) -> Response:
     services = _services(request)
     return await services.gateway.handle(
-        request, "transcriptions", lambda rid: services.transcription.transcribe(request, rid)
+        request, "transcriptions", lambda visit: services.transcription.transcribe(request, visit)
     )
 
 
@@ -121,11 +122,13 @@ async def create_transcription(request: Request) -> Response:
 async def create_translation(request: Request) -> Response:
     services = _services(request)
     return await services.gateway.handle(
-        request, "translations", lambda rid: services.transcription.translate(request, rid)
+        request, "translations", lambda visit: services.transcription.translate(request, visit)
     )
 
 
 @router.post("/chat/completions", **CHAT_DOCS)
 async def create_chat_completion(request: Request) -> Response:
     services = _services(request)
-    return await services.gateway.handle(request, "chat", lambda rid: services.chat.complete(request, rid))
+    return await services.gateway.handle(
+        request, "chat", lambda visit: services.chat.complete(request, visit)
+    )

@@ -1,8 +1,9 @@
-"""`POST /v1/audio/speech`: the input split into sentences, each synthesised by the TextToSpeech stage and
-sent as soon as it is ready (`stream_format` `audio`: the encoded bytes; `sse`: `speech.audio.delta` events,
-then `speech.audio.done`). The request is checked whole before the first byte (model, voice against the text's
-language, the input bound) and the first sentence is synthesised before the status is sent, so those errors
-keep their status; a later failure ends the stream (SSE: with an error event)."""
+"""`POST /v1/audio/speech`: the input split into sentences, each synthesised by the turn core (`say`: the
+next one while this one is sent) and sent as soon as it is ready (`stream_format` `audio`: the encoded
+bytes; `sse`: `speech.audio.delta` events, then `speech.audio.done`). The request is checked whole before
+the first byte (model, voice against the text's language, the input bound) and the first sentence is
+synthesised before the status is sent, so those errors keep their status; a later failure ends the stream
+(SSE: with an error event)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo
-from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, sse_data
+from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, Visit, sse_data
 from voice_orchestrator.api.openai.protocol import (
     SpeechAudioDelta,
     SpeechAudioDone,
@@ -22,10 +23,10 @@ from voice_orchestrator.api.openai.protocol import (
     SpeechUsage,
 )
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.protocol import SpeechAudio, SynthesisRequest
+from voice_orchestrator.protocol import SpeechAudio
 from voice_orchestrator.sentences import SentenceSplitter
-from voice_orchestrator.stages import TextToSpeechStage
-from voice_orchestrator.text import clean_for_speech, is_japanese
+from voice_orchestrator.text import clean_for_speech
+from voice_orchestrator.turn import Prefetched
 
 
 def speakable_sentences(text: str, soft_split_chars: int) -> list[str]:
@@ -36,11 +37,10 @@ def speakable_sentences(text: str, soft_split_chars: int) -> list[str]:
 
 
 class SpeechService:
-    def __init__(self, gateway: OpenAIGateway, tts: TextToSpeechStage) -> None:
+    def __init__(self, gateway: OpenAIGateway) -> None:
         self._gateway = gateway
-        self._tts = tts
 
-    async def speak(self, request: Request, request_id: str) -> Response:
+    async def speak(self, request: Request, visit: Visit) -> Response:
         body = await self._gateway.read_json(request, SpeechRequest)
         limit = self._gateway.settings.max_speech_input_chars
         if len(body.input) > limit:
@@ -60,53 +60,42 @@ class SpeechService:
                 details={"field": "input"},
             )
         encoder = SpeechEncoder(body.response_format)
-        # The first sentence before the status: an engine's refusal is still a proper error response.
-        first = await self._synthesize(sentences[0], body, voice)
-        pieces = self._pieces(first, sentences[1:], body, voice, encoder)
+        visit.admit()
+        spoken = self._gateway.core.say(sentences, body.language, voice)
+        try:  # the first sentence before the status: an engine's refusal is still a proper error response
+            first = await anext(spoken)
+        except BaseException:
+            await spoken.aclose()
+            raise
+        pieces = self._pieces(first, spoken, body.speed, encoder)
         if body.stream_format == "sse":
             return StreamingResponse(
                 self._sse(pieces, len(body.input)), media_type="text/event-stream", headers=SSE_HEADERS
             )
         return StreamingResponse(pieces, media_type=encoder.media_type)
 
-    async def synthesize(
-        self, text: str, voice: str | None, language: str | None, speed: float
-    ) -> SpeechAudio:
-        """One sentence by the TextToSpeech stage: Japanese by its script, other text in `language` (default
-        English); `speed` applied after."""
-        spoken_in = "ja" if is_japanese(text) else (language or "en").lower()
-        asked = SynthesisRequest(text=text, language=spoken_in, voice=voice)
-        speech = await self._gateway.call_stage("tts", self._tts.synthesize(asked))
-        if speed != 1.0:
-            samples = await asyncio.to_thread(change_tempo, speech.samples, speech.sample_rate, speed)
-            speech = speech.model_copy(update={"samples": samples})
-        return speech
-
-    async def _synthesize(self, text: str, body: SpeechRequest, voice: str | None) -> SpeechAudio:
-        return await self.synthesize(text, voice, body.language, body.speed)
-
     async def _pieces(
         self,
-        first: SpeechAudio,
-        rest: list[str],
-        body: SpeechRequest,
-        voice: str | None,
+        first: tuple[str, tuple[SpeechAudio, float]],
+        rest: Prefetched[tuple[SpeechAudio, float]],
+        speed: float,
         encoder: SpeechEncoder,
     ) -> AsyncIterator[bytes]:
-        """Encoded audio, a sentence at a time (the next one is synthesised while this one is sent)."""
-        speech = first
-        for text in rest:
-            upcoming = asyncio.create_task(self._synthesize(text, body, voice))
-            try:
-                if chunk := await asyncio.to_thread(encoder.encode, speech.samples, speech.sample_rate):
+        """Encoded audio, a sentence at a time (the turn core synthesises the next one meanwhile)."""
+        item: tuple[str, tuple[SpeechAudio, float]] | None = first
+        try:
+            while item is not None:
+                _, (speech, _ms) = item
+                samples = speech.samples
+                if speed != 1.0:
+                    samples = await asyncio.to_thread(change_tempo, samples, speech.sample_rate, speed)
+                if chunk := await asyncio.to_thread(encoder.encode, samples, speech.sample_rate):
                     yield chunk
-                speech = await upcoming
-            finally:
-                upcoming.cancel()
-        if chunk := await asyncio.to_thread(encoder.encode, speech.samples, speech.sample_rate):
-            yield chunk
-        if chunk := await asyncio.to_thread(encoder.finish):
-            yield chunk
+                item = await anext(rest, None)
+            if chunk := await asyncio.to_thread(encoder.finish):
+                yield chunk
+        finally:
+            await rest.aclose()
 
     async def _sse(self, pieces: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:
         async for chunk in pieces:

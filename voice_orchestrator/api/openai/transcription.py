@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, sse_data
+from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, Visit, sse_data
 from voice_orchestrator.api.openai.protocol import (
     DurationUsage,
     TranscriptionForm,
@@ -30,9 +30,8 @@ from voice_orchestrator.api.openai.protocol import (
 )
 from voice_orchestrator.api.uploads import UploadLimits, read_form
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import normalize_language
 from voice_orchestrator.protocol import DecodedAudio, SpeechSegment, SpeechTask, Transcription
-from voice_orchestrator.stages import SpeechToTextStage
+from voice_orchestrator.turn import normalize_language
 
 # Form fields OpenAI's clients may send; `name[]` is how they send lists.
 _LIST_FIELDS = {"timestamp_granularities[]": "timestamp_granularities"}
@@ -88,43 +87,53 @@ def parse_form(form: FormData, fields_model: type[FormT]) -> tuple[FormT, Upload
 
 
 class TranscriptionService:
-    def __init__(self, gateway: OpenAIGateway, stt: SpeechToTextStage) -> None:
+    def __init__(self, gateway: OpenAIGateway) -> None:
         self._gateway = gateway
-        self._stt = stt
 
     async def _read(self, request: Request, fields_model: type[FormT]) -> tuple[FormT, bytes]:
-        form = await read_form(request, UploadLimits.of(self._gateway.settings), "file", max_fields=16)
-        fields, upload = parse_form(form, fields_model)
-        if upload is None:
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
-                "The request has no file field named 'file'.",
-                details={"field": "file"},
-            )
-        return fields, await upload.read()
+        """The form through the gate (an upload, not yet a dialogue), its fields checked."""
 
-    async def transcribe(self, request: Request, request_id: str) -> Response:
+        async def read(limited: Request, limits: UploadLimits) -> tuple[FormT, bytes]:
+            form = await read_form(limited, limits, "file", max_fields=16)
+            fields, upload = parse_form(form, fields_model)
+            if upload is None:
+                raise OrchestratorError(
+                    OrchestratorErrorCode.INVALID_AUDIO_FORMAT,
+                    "The request has no file field named 'file'.",
+                    details={"field": "file"},
+                )
+            return fields, await upload.read()
+
+        return await self._gateway.gate.read(request, read)
+
+    async def transcribe(self, request: Request, visit: Visit) -> Response:
         fields, data = await self._read(request, TranscriptionForm)
         try:
             language = normalize_language(fields.language)
         except OrchestratorError as error:
             raise OrchestratorError(error.code, error.message, details={"field": "language"}) from None
-        audio, heard = await self._recognise(fields, data, language, "transcribe")
+        audio, heard = await self._recognise(visit, fields, data, language, "transcribe")
         if fields.stream:
             events = self._events(heard.text)
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
         return self._answer(fields, audio, heard, language or heard.language, "transcribe")
 
-    async def translate(self, request: Request, request_id: str) -> Response:
+    async def translate(self, request: Request, visit: Visit) -> Response:
         fields, data = await self._read(request, TranslationForm)
-        audio, heard = await self._recognise(fields, data, None, "translate")
+        audio, heard = await self._recognise(visit, fields, data, None, "translate")
         return self._answer(fields, audio, heard, "en", "translate")  # OpenAI: the output's language
 
     async def _recognise(
-        self, fields: TranslationForm, data: bytes, language: str | None, task: SpeechTask
+        self, visit: Visit, fields: TranslationForm, data: bytes, language: str | None, task: SpeechTask
     ) -> tuple[DecodedAudio, Transcription]:
+        """Decoded and recognised as the dialogue does it (bad audio 400, too short or long 400, no speech
+        422), in a dialogue slot."""
         (await self._gateway.catalog()).resolve(fields.model, "stt")
-        return await self._gateway.hear(self._stt, data, language, task)
+        visit.admit()
+        core = self._gateway.core
+        audio = await core.decode(data)
+        heard, _ = await core.hear(audio, language, task)
+        return audio, heard
 
     @staticmethod
     def _answer(

@@ -1,94 +1,22 @@
-"""The pipeline with fake stages: ordering, timings, error mapping, timeouts, admission."""
+"""The turn core with fake stages: ordering, timings, error mapping, timeouts, admission."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 
-from tests.audio_factory import encode, tone
+from tests.unit.fakes import SPEECH, FakeLLM, FakeSTT, FakeTTS, turn_core
 from voice_orchestrator.admission import DialogueSlots
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.pipeline import FALLBACK_REPLIES, DialoguePipeline, normalize_language
-from voice_orchestrator.protocol import (
-    DecodedAudio,
-    Reply,
-    ReplyRequest,
-    SpeechAudio,
-    SpeechTask,
-    SynthesisRequest,
-    Transcription,
-)
-from voice_orchestrator.settings import OrchestratorSettings
-
-SPEECH = encode(tone(1.2), 16_000, "wav-s16")
-
-
-class FakeSTT:
-    def __init__(self, text: str = "今日の天気は？", language: str = "ja", delay: float = 0.0) -> None:
-        self.text, self.language, self.delay = text, language, delay
-        self.calls: list[tuple[float, str | None]] = []
-
-    async def transcribe(
-        self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
-    ) -> Transcription:
-        self.calls.append((audio.duration_s, language))
-        await asyncio.sleep(self.delay)
-        return Transcription(text=self.text, language=language or self.language)
-
-
-class FakeLLM:
-    """Answers with `answer`; streams it in `chunk`-character deltas, `delay` seconds apart."""
-
-    def __init__(
-        self,
-        answer: str = "晴れです。",
-        error: Exception | None = None,
-        delay: float = 0.0,
-        chunk: int = 2,
-        fail_after: int | None = None,
-    ) -> None:
-        self.answer, self.error, self.delay = answer, error, delay
-        self.chunk, self.fail_after = chunk, fail_after
-        self.requests: list[ReplyRequest] = []
-        self.closed = False
-
-    async def reply(self, request: ReplyRequest) -> Reply:
-        self.requests.append(request)
-        await asyncio.sleep(self.delay)
-        if self.error:
-            raise self.error
-        return Reply(text=self.answer, language=request.language)
-
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
-        self.requests.append(request)
-        try:
-            for start in range(0, len(self.answer), self.chunk):
-                await asyncio.sleep(self.delay)
-                if self.error and (self.fail_after is None or start >= self.fail_after):
-                    raise self.error
-                yield self.answer[start : start + self.chunk]
-        finally:
-            self.closed = True
-
-
-class FakeTTS:
-    def __init__(self) -> None:
-        self.requests: list[SynthesisRequest] = []
-
-    async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
-        self.requests.append(request)
-        return SpeechAudio(samples=np.zeros(24_000, dtype=np.float32), sample_rate=24_000, voice="fake")
+from voice_orchestrator.protocol import ReplyRequest, SpeechAudio, SynthesisRequest, Transcription
+from voice_orchestrator.turn import FALLBACK_REPLIES, TurnCore, normalize_language
 
 
 def _pipeline(
     stt: FakeSTT | None = None, llm: FakeLLM | None = None, tts: FakeTTS | None = None, **settings: object
-) -> DialoguePipeline:
-    return DialoguePipeline(
-        stt or FakeSTT(), llm or FakeLLM(), tts or FakeTTS(), OrchestratorSettings.model_validate(settings)
-    )
+) -> TurnCore:
+    return turn_core(stt, llm, tts, **settings)
 
 
 async def test_stages_run_in_order_and_report_timings() -> None:
@@ -153,7 +81,7 @@ async def test_a_failing_stage_maps_to_its_own_503(stage: str, code: Orchestrato
             raise RuntimeError("replica died")
 
     stages: dict[str, object] = {"stt": FakeSTT(), "llm": FakeLLM(), "tts": FakeTTS(), stage: Broken()}
-    pipeline = DialoguePipeline(stages["stt"], stages["llm"], stages["tts"], OrchestratorSettings())  # type: ignore[arg-type]
+    pipeline = turn_core(stages["stt"], stages["llm"], stages["tts"])
     with pytest.raises(OrchestratorError) as caught:
         await pipeline.run(SPEECH, None, "r")
     assert caught.value.code is code
