@@ -308,11 +308,7 @@ class SpokenTurn:
             await self._stop()
             if not finished:  # the client left or a stage failed: keep what was delivered
                 self._remember_later()
-        answer = (
-            self.delivered()
-            if self._interrupted
-            else joined([s.text for s in self.spoken], question.language)
-        )
+        answer = self.delivered()
         if guarded.cut is not None:
             # The text stays out of the log (personal data): the reason and the size tell what happened.
             logger.warning(
