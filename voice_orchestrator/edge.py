@@ -10,7 +10,8 @@ wraps the proxy (Serve's supported hook, `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_P
 - keeps `X-Request-ID` only when it is 1-128 visible ASCII characters, otherwise replaces it with a fresh id;
 - drops the headers that steer Serve itself (per-request timeout, disconnect policy, model multiplexing);
 - turns every error response that is not already JSON into the error body, with `Retry-After` where a retry
-  helps, and ends a stream whose server died mid-way with a typed error event.
+  helps, and ends a stream whose server died mid-way with a typed error event;
+- answers a WebSocket upgrade on a path that has no socket with the JSON 404 (an HTTP denial response).
 
 It is pure ASGI: responses that pass (every 2xx/3xx, every JSON error) are forwarded message by message, so
 streams are never buffered. `install_json_parser_errors` makes uvicorn's own 400 for unparsable HTTP JSON too.
@@ -99,6 +100,11 @@ STREAM_CUT_MESSAGE = (
     "The server ended this stream early (a server replica stopped, or the request reached the server's "
     "time limit); retry after the delay."
 )
+
+
+# The paths that accept a WebSocket upgrade; any other upgrade gets the JSON 404 (none yet: the realtime
+# socket will be the first).
+WEBSOCKET_ROUTES: frozenset[str] = frozenset()
 
 
 def new_request_id() -> str:
@@ -294,6 +300,17 @@ class EdgeMiddleware:
             return
         scope = {**scope, "headers": screened.headers}
         if scope["type"] == "websocket":
+            path = scope.get("path", "")
+            if path not in WEBSOCKET_ROUTES:  # else uvicorn answers a plain-text 403 with an empty body
+                error = EdgeError(
+                    OrchestratorErrorCode.NOT_FOUND,
+                    "No WebSocket is served at this path.",
+                    screened.request_id,
+                    details={"path": path[:200]},
+                    openai=is_openai_path(path),
+                )
+                await _refuse(scope, send, error)
+                return
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(screened.request_id, send, openai=is_openai_path(scope.get("path", "")))

@@ -14,6 +14,7 @@ class OrchestratorErrorCode(StrEnum):
     AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
     AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
     INVALID_REQUEST = "INVALID_REQUEST"
+    CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
     UNAUTHORIZED = "UNAUTHORIZED"
     NOT_FOUND = "NOT_FOUND"
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
@@ -35,6 +36,7 @@ HTTP_STATUS: dict[OrchestratorErrorCode, int] = {
     OrchestratorErrorCode.AUDIO_TOO_SHORT: 400,
     OrchestratorErrorCode.AUDIO_TOO_LONG: 400,
     OrchestratorErrorCode.INVALID_REQUEST: 400,
+    OrchestratorErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
     OrchestratorErrorCode.UNAUTHORIZED: 401,
     OrchestratorErrorCode.NOT_FOUND: 404,
     OrchestratorErrorCode.MODEL_NOT_FOUND: 404,
@@ -102,6 +104,10 @@ def openai_error_type(status: int) -> str:
     return _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
+# Where OpenAI has a code of its own for one of ours, /v1 answers with OpenAI's (its SDKs and apps know it).
+OPENAI_CODES = {OrchestratorErrorCode.CONTEXT_LENGTH_EXCEEDED.value: "context_length_exceeded"}
+
+
 def openai_error(
     code: str, message: str, details: dict[str, Any] | None, status: int
 ) -> dict[str, dict[str, str | None]]:
@@ -112,7 +118,7 @@ def openai_error(
             "message": message,
             "type": openai_error_type(status),
             "param": field if isinstance(field, str) else None,
-            "code": code,
+            "code": OPENAI_CODES.get(code, code),
         }
     }
 

@@ -6,7 +6,9 @@ at ". " in English (not inside numbers like 3.5, nor after common abbreviations)
 and, once a sentence has grown long, at a Japanese comma 、 or an English comma, so the first audio is never
 held back by a long sentence. The first chunk may end at a comma sooner than the others
 (`first_soft_split_chars`): it alone decides when the listener hears anything, and the rest are synthesised
-while it plays.
+while it plays. No chunk is longer than `MAX_CHUNK_CHARS`: past it the text is cut at its last space or comma
+within the limit, else at the limit (a digit run, a very long word), so a voice's memory and time to first
+audio depend on the chunk, never on the input.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ OPENERS = frozenset("「『（(【“《〈[")
 RUN_CHARS = HARD_ENDS | CLOSERS | {"."}
 SOFT_ENDS = frozenset("、,，;；")
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx"})
+# The longest chunk a voice is given: ≈ 7 s of English, ≈ 20 s of Japanese at the packaged voices' pace.
+MAX_CHUNK_CHARS = 120
 
 
 class SentenceSplitter:
@@ -42,15 +46,35 @@ class SentenceSplitter:
         return sentences
 
     def flush(self) -> list[str]:
+        chunks = []
+        while (cut := self._forced_cut()) is not None:  # what is left may still be over the limit
+            chunks.append(self._buffer[:cut].strip())
+            self._buffer = self._buffer[cut:]
         rest, self._buffer = self._buffer.strip(), ""
-        return [rest] if rest else []
+        return [chunk for chunk in [*chunks, rest] if chunk]
+
+    def _forced_cut(self) -> int | None:
+        """Past MAX_CHUNK_CHARS without a sentence end: the last space or comma in the limit's second half,
+        else the limit itself."""
+        text = self._buffer
+        if len(text.strip()) <= MAX_CHUNK_CHARS:
+            return None
+        start = len(text) - len(text.lstrip())
+        limit = start + MAX_CHUNK_CHARS
+        for index in range(limit - 1, start + MAX_CHUNK_CHARS // 2, -1):
+            if text[index].isspace() or (text[index] in SOFT_ENDS and not self._in_number(index)):
+                return index + 1
+        return limit
 
     def _boundary(self) -> int | None:
         """Index just past the first complete sentence in the buffer, or None while none is complete."""
         text = self._buffer
         soft_split = self._soft_split_chars if self._emitted else self._first_soft_split_chars
         depth = 0  # inside 「…」: 「本当？」と聞いた。 is one sentence (unless a quote never closes)
+        start = len(text) - len(text.lstrip())
         for index, char in enumerate(text):
+            if index - start >= MAX_CHUNK_CHARS:
+                return self._forced_cut()
             if char in OPENERS:
                 depth += 1
             elif char in CLOSERS and depth:

@@ -13,6 +13,11 @@ _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MARKDOWN_SYMBOLS = re.compile(r"(```|`|\*\*|__|\*|~~|^#{1,6}\s*|^\s*[-+>]\s+|^\s*\d+\.\s+)", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
 _WHITESPACE = re.compile(r"\s+")
+_PUNCTUATION_RUN = re.compile(r"([^\w\s])\1+")  # "!!!!" -> "!", "……" -> "…", "....." -> "."
+MAX_DIGITS = 12  # a longer digit run is read in groups of four ("1234 5678 ...")
+_LONG_DIGITS = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
+MAX_WORD_CHARS = 40  # a longer "word" (no space) is broken up: no voice reads it as one
+_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
 
 def is_japanese(text: str) -> bool:
@@ -26,13 +31,41 @@ def _is_emoji_or_symbol(char: str) -> bool:
     return category in {"So", "Cs", "Co"} or char in {"\u200d", "\ufe0f", "\ufe0e"}
 
 
+def _readable(char: str) -> str:
+    """Control and format characters (NUL, zero-width, bidi marks) are nothing a voice can read; white space
+    stays (line breaks still end markdown lines and sentences)."""
+    if unicodedata.category(char) in {"Cc", "Cf"} and not char.isspace():
+        return ""
+    return char
+
+
+def _group_digits(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return " ".join(digits[start : start + 4] for start in range(0, len(digits), 4))
+
+
+def _split_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if is_japanese(word):  # Japanese runs on without spaces: the sentence splitter bounds it
+        return word
+    return " ".join(word[start : start + MAX_WORD_CHARS] for start in range(0, len(word), MAX_WORD_CHARS))
+
+
 def clean_for_speech(text: str) -> str:
-    """Remove what a voice should not read aloud: markdown syntax, URLs, emoji; collapse whitespace."""
+    """Text made speakable, for every voice: markdown syntax, URLs, emoji, control and format characters
+    removed; a run of one punctuation mark reduced to one; a long digit run read in groups of four; an
+    over-long word broken up; white space collapsed. Nothing speakable left (no letter, kana, kanji or
+    digit) is the empty string."""
+    text = "".join(_readable(char) for char in text)
     text = _MARKDOWN_LINK.sub(r"\1", text)
     text = _URL.sub("", text)
     text = _MARKDOWN_SYMBOLS.sub("", text)
     text = "".join(char for char in text if not _is_emoji_or_symbol(char))
-    return _WHITESPACE.sub(" ", text).strip()
+    text = _PUNCTUATION_RUN.sub(r"\1", text)
+    text = _LONG_DIGITS.sub(_group_digits, text)
+    text = _LONG_WORD.sub(_split_word, text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    return text if any(char.isalnum() for char in text) else ""
 
 
 def header_text(text: str) -> str:

@@ -102,3 +102,26 @@ async def test_packaged_smollm2_answers_with_its_chat_template(cache_dir: Path) 
     await smollm2.probe()
     assert "Paris" in await reply(smollm2, ReplyRequest(text="What is the capital of France?", language="en"))
     assert smollm2.count_tokens("The capital of France is Paris.") >= 5
+
+
+async def test_a_long_session_is_trimmed_to_the_context_and_a_huge_prompt_is_a_400(cache_dir: Path) -> None:
+    """Counted with the model's own tokens before generating: 300 remembered turns (≈ 6000 tokens) in a
+    1024-token context still get an answer; one 200 KB message is CONTEXT_LENGTH_EXCEEDED, not a crash."""
+    from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+    from voice_orchestrator.protocol import ChatMessage, Turn
+
+    small = engine(cache_dir, context_size=1024, max_tokens=16)
+    history = [Turn(user=f"What is {n} plus {n}?", assistant=f"It is {2 * n}.") for n in range(300)]
+    long_session = ReplyRequest(text="今日の天気は？", language="ja", history=history)
+    assert small.prompt_tokens(long_session) > 1024
+    reply = "".join([delta async for delta in small.stream(long_session)])
+    assert reply.strip()
+    huge = ReplyRequest(
+        text="x", language="en", messages=[ChatMessage(role="user", content="hello " * 40_000)]
+    )
+    with pytest.raises(OrchestratorError) as refused:
+        _ = [delta async for delta in small.stream(huge)]
+    assert refused.value.code is OrchestratorErrorCode.CONTEXT_LENGTH_EXCEEDED
+    assert refused.value.details is not None
+    assert refused.value.details["max_context_tokens"] == 1024
+    assert refused.value.details["prompt_tokens"] > 40_000

@@ -113,6 +113,27 @@ def test_an_8_mb_request_id_is_refused_and_a_long_one_replaced(base_url: str) ->
     assert kept.headers["x-request-id"] == "client-id.42"
 
 
+@pytest.mark.parametrize(("path", "openai"), [("/v1/models", True), (STATUS, False)])
+async def test_a_websocket_upgrade_where_no_socket_is_served_gets_the_json_404(
+    base_url: str, path: str, openai: bool
+) -> None:
+    """A real WebSocket client (the `websockets` package) through Serve's proxy: the JSON contract, not
+    uvicorn's plain 403 with an empty body; the server keeps serving."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(base_url.replace("http://", "ws://") + path, open_timeout=30):
+            pass
+    response = refused.value.response
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    body = json.loads(response.body or b"{}")
+    assert (body["error"]["code"] if openai else body["error_code"]) == "NOT_FOUND"
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(base_url + STATUS)).status_code == 200
+
+
 def test_app_errors_pass_through_with_the_capped_request_id(base_url: str) -> None:
     response = httpx.post(base_url + DIALOGUE, headers={"X-Request-ID": "c" * 129}, timeout=30)
     assert response.status_code == 400

@@ -564,3 +564,18 @@ async def test_without_the_patch_uvicorn_answers_plain_text() -> None:
         answer = await raw_exchange(port, MALFORMED[0])
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert answer.endswith(b"Invalid HTTP request received.")
+
+
+@pytest.mark.parametrize(("path", "openai"), [("/v1/models", True), ("/api/orchestrator/status", False)])
+async def test_a_websocket_upgrade_without_a_socket_gets_the_json_404(path: str, openai: bool) -> None:
+    scope = {**http_scope([]), "type": "websocket", "path": path}
+    scope["extensions"] = {"websocket.http.response": {}}
+    recorder = Recorder()
+    app = SeenScope()
+    await recorder.call(EdgeMiddleware(app), scope)
+    assert app.scope is None  # never reached the app (nor uvicorn's empty 403)
+    assert recorder.sent[0]["type"] == "websocket.http.response.start"
+    assert recorder.sent[0]["status"] == 404
+    body = json.loads(recorder.sent[1]["body"])
+    code = body["error"]["code"] if openai else body["error_code"]
+    assert code == "NOT_FOUND"

@@ -26,6 +26,7 @@ from voice_orchestrator.edge import EdgeMiddleware
 from voice_orchestrator.engines.prompts import chat_messages, few_shot_prompt
 from voice_orchestrator.errors import (
     HTTP_STATUS,
+    OPENAI_CODES,
     OrchestratorError,
     OrchestratorErrorCode,
     is_openai_path,
@@ -128,7 +129,7 @@ def test_openai_errors_follow_the_one_table() -> None:
     types = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
     for code, status in HTTP_STATUS.items():
         body = openai_error(code.value, "m", {"field": "voice"}, status)["error"]
-        assert body["code"] == code.value
+        assert body["code"] == OPENAI_CODES.get(code.value, code.value)  # OpenAI's own where it has one
         assert body["param"] == "voice"
         expected = types.get(status, "server_error" if status >= 500 else "invalid_request_error")
         assert body["type"] == expected

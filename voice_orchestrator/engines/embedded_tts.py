@@ -122,8 +122,12 @@ class EmbeddedSpeechEngine:
             )
         with self._lock:
             speech = self._japanese.synthesize(text, voice) if japanese else piper.synthesize(text)
-        if speech.samples.size == 0:
-            raise ValueError(f"{speech.voice} produced no audio for {len(text)} characters of text")
+        if speech.samples.size == 0:  # the text's fault (nothing the voice can pronounce), not the service's
+            raise OrchestratorError(
+                OrchestratorErrorCode.INVALID_REQUEST,
+                f"The voice {speech.voice} has nothing to say for this text.",
+                details={"field": "input", "characters": len(text)},
+            )
         return speech
 
     def probe(self) -> None:

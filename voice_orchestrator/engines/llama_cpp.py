@@ -25,7 +25,7 @@ from voice_orchestrator.engines.llama_build import (
     cpu_flags,
     installed_build_features,
 )
-from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt
+from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt, fit_context
 from voice_orchestrator.protocol import EngineInfo, ReplyRequest
 from voice_orchestrator.settings import LanguageModelSettings
 
@@ -129,8 +129,11 @@ class LlamaCppEngine:
 
     def _generate(self, request: ReplyRequest, cancelled: threading.Event) -> Iterator[str]:
         settings = self._settings
+        max_tokens = request.max_tokens or settings.max_tokens
+        # Counted here, on the worker thread: llama.cpp's tokenizer shares the model with generation.
+        request = fit_context(request, self.prompt_tokens, settings.context_size, max_tokens)
         common: dict[str, Any] = {
-            "max_tokens": request.max_tokens or settings.max_tokens,
+            "max_tokens": max_tokens,
             "temperature": settings.temperature if request.temperature is None else request.temperature,
             "repeat_penalty": settings.repetition_penalty,
             "stream": True,

@@ -3,6 +3,9 @@ system prompt for models with a chat template."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import ReplyRequest, Turn
 
 # Few-shot prompts for base models (no chat template). One block per language: with mixed Japanese and
@@ -117,3 +120,34 @@ def chat_messages(request: ReplyRequest) -> list[dict[str, str]]:
         messages.append({"role": "assistant", "content": turn.assistant})
     messages.append({"role": "user", "content": request.text})
     return messages
+
+
+def _without_oldest(request: ReplyRequest) -> ReplyRequest | None:
+    """The request less its oldest earlier turn: a session's first remembered turn, else a client's first
+    message that is neither a system message nor the last user message; None when nothing is left to drop."""
+    if request.history:
+        return request.model_copy(update={"history": request.history[1:]})
+    messages = request.messages or []
+    last_user = max((i for i, message in enumerate(messages) if message.role == "user"), default=-1)
+    for index, message in enumerate(messages):
+        if message.role != "system" and index != last_user:
+            return request.model_copy(update={"messages": messages[:index] + messages[index + 1 :]})
+    return None
+
+
+def fit_context(
+    request: ReplyRequest, prompt_tokens: Callable[[ReplyRequest], int], context: int, max_tokens: int
+) -> ReplyRequest:
+    """The request as it fits the model's context, counted with the model's own tokens before generating:
+    earlier turns dropped oldest first while the prompt leaves less than `max_tokens` for the reply (so a
+    long session never fails); a prompt that does not fit even alone is the typed 400."""
+    tokens = prompt_tokens(request)
+    while tokens + max_tokens > context and (shorter := _without_oldest(request)) is not None:
+        request, tokens = shorter, prompt_tokens(shorter)
+    if tokens >= context:
+        raise OrchestratorError(
+            OrchestratorErrorCode.CONTEXT_LENGTH_EXCEEDED,
+            f"The prompt is {tokens} tokens; this model reads at most {context} (with the reply).",
+            details={"field": "messages", "prompt_tokens": tokens, "max_context_tokens": context},
+        )
+    return request

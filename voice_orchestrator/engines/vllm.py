@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt
+from voice_orchestrator.engines.prompts import FEW_SHOT_STOP, chat_messages, few_shot_prompt, fit_context
 from voice_orchestrator.protocol import EngineInfo, ReplyRequest
 from voice_orchestrator.settings import LanguageModelSettings
 
@@ -136,6 +136,7 @@ class VLLMEngine:
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[str, None]:
         stop = [*request.stop] if self._chat else [*FEW_SHOT_STOP, *request.stop]
         max_tokens = request.max_tokens or self._settings.max_tokens
+        request = fit_context(request, self.prompt_tokens, self._settings.max_model_len, max_tokens)
         async with contextlib.aclosing(
             self._generate(self.prompt(request), self._chat, max_tokens, stop or None, request.temperature)
         ) as deltas:

@@ -231,6 +231,7 @@ CHAT_DOCS: dict[str, Any] = {
             OrchestratorErrorCode.AUDIO_TOO_SHORT,
             OrchestratorErrorCode.AUDIO_TOO_LONG,
             OrchestratorErrorCode.SPEECH_RECOGNITION_FAILED,
+            OrchestratorErrorCode.CONTEXT_LENGTH_EXCEEDED,
         ),
     },
     "openapi_extra": _json_body(ChatCompletionRequest),
