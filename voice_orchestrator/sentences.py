@@ -6,14 +6,17 @@ at ". " in English (not inside numbers like 3.5, nor after common abbreviations)
 and, once a sentence has grown long, at a Japanese comma 、 or an English comma, so the first audio is never
 held back by a long sentence. The first chunk may end at a comma sooner than the others
 (`first_soft_split_chars`): it alone decides when the listener hears anything, and the rest are synthesised
-while it plays. No chunk is longer than `MAX_CHUNK_CHARS`: past it the text is cut at its last space or comma
-within the limit, else at the limit (a digit run, a very long word), so a voice's memory and time to first
-audio depend on the chunk, never on the input.
+while it plays. No chunk is longer than `MAX_CHUNK_CHARS` (`MAX_CHUNK_CHARS_JA` for Japanese): past it the
+text is cut at its last space or comma within the limit, else at the limit; a "word" longer than
+`MAX_WORD_CHARS` (a digit run, letters spelled out) is cut into chunks of that length. So a voice's memory
+and time to first audio depend on the chunk, never on the input.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+
+from voice_orchestrator.text import is_japanese
 
 HARD_ENDS = frozenset("。！？!?…\n")
 CLOSERS = frozenset("」』）)】\"'”’》〉]")
@@ -21,8 +24,17 @@ OPENERS = frozenset("「『（(【“《〈[")
 RUN_CHARS = HARD_ENDS | CLOSERS | {"."}
 SOFT_ENDS = frozenset("、,，;；")
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx"})
-# The longest chunk a voice is given: ≈ 7 s of English, ≈ 20 s of Japanese at the packaged voices' pace.
+# The longest chunk a voice is given: ≈ 7 s of English at the packaged voices' pace, and ≈ 10 s of Japanese
+# (≈ 6 characters a second; 120 kana in one chunk took Kokoro 7 s to start and its replica to 1.8 GB).
 MAX_CHUNK_CHARS = 120
+MAX_CHUNK_CHARS_JA = 60
+# A longer "word" (no space: a digit run, letters a voice spells out at ≈ 0.5 s each) is cut into chunks of
+# this many characters: 120 spelled letters in one chunk took Piper 60 s of speech and 1.4 GB.
+MAX_WORD_CHARS = 40
+
+
+def chunk_limit(text: str) -> int:
+    return MAX_CHUNK_CHARS_JA if is_japanese(text[:MAX_CHUNK_CHARS]) else MAX_CHUNK_CHARS
 
 
 class SentenceSplitter:
@@ -57,11 +69,12 @@ class SentenceSplitter:
         """Past MAX_CHUNK_CHARS without a sentence end: the last space or comma in the limit's second half,
         else the limit itself."""
         text = self._buffer
-        if len(text.strip()) <= MAX_CHUNK_CHARS:
-            return None
         start = len(text) - len(text.lstrip())
-        limit = start + MAX_CHUNK_CHARS
-        for index in range(limit - 1, start + MAX_CHUNK_CHARS // 2, -1):
+        most = chunk_limit(text[start:])
+        if len(text) - start <= most:
+            return None
+        limit = start + most
+        for index in range(limit - 1, start + most // 2, -1):
             if text[index].isspace() or (text[index] in SOFT_ENDS and not self._in_number(index)):
                 return index + 1
         return limit
@@ -72,9 +85,17 @@ class SentenceSplitter:
         soft_split = self._soft_split_chars if self._emitted else self._first_soft_split_chars
         depth = 0  # inside 「…」: 「本当？」と聞いた。 is one sentence (unless a quote never closes)
         start = len(text) - len(text.lstrip())
+        most = chunk_limit(text[start:])
+        word_start, in_japanese = start, False  # Japanese runs on without spaces: `most` bounds it
         for index, char in enumerate(text):
-            if index - start >= MAX_CHUNK_CHARS:
+            if index - start >= most:
                 return self._forced_cut()
+            if char.isspace():
+                word_start, in_japanese = index + 1, False
+            elif is_japanese(char):
+                in_japanese = True
+            elif index - word_start >= MAX_WORD_CHARS and not in_japanese:
+                return index  # an over-long "word" (digits, letters spelled out): a chunk of its own
             if char in OPENERS:
                 depth += 1
             elif char in CLOSERS and depth:

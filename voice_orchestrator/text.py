@@ -14,10 +14,6 @@ _MARKDOWN_SYMBOLS = re.compile(r"(```|`|\*\*|__|\*|~~|^#{1,6}\s*|^\s*[-+>]\s+|^\
 _URL = re.compile(r"https?://\S+")
 _WHITESPACE = re.compile(r"\s+")
 _PUNCTUATION_RUN = re.compile(r"([^\w\s])\1+")  # "!!!!" -> "!", "……" -> "…", "....." -> "."
-MAX_DIGITS = 12  # a longer digit run is read in groups of four ("1234 5678 ...")
-_LONG_DIGITS = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
-MAX_WORD_CHARS = 40  # a longer "word" (no space) is broken up: no voice reads it as one
-_LONG_WORD = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
 
 def is_japanese(text: str) -> bool:
@@ -39,31 +35,18 @@ def _readable(char: str) -> str:
     return char
 
 
-def _group_digits(match: re.Match[str]) -> str:
-    digits = match.group(0)
-    return " ".join(digits[start : start + 4] for start in range(0, len(digits), 4))
-
-
-def _split_word(match: re.Match[str]) -> str:
-    word = match.group(0)
-    if is_japanese(word):  # Japanese runs on without spaces: the sentence splitter bounds it
-        return word
-    return " ".join(word[start : start + MAX_WORD_CHARS] for start in range(0, len(word), MAX_WORD_CHARS))
-
-
 def clean_for_speech(text: str) -> str:
     """Text made speakable, for every voice: markdown syntax, URLs, emoji, control and format characters
-    removed; a run of one punctuation mark reduced to one; a long digit run read in groups of four; an
-    over-long word broken up; white space collapsed. Nothing speakable left (no letter, kana, kanji or
-    digit) is the empty string."""
+    removed; a run of one punctuation mark reduced to one; white space collapsed. Nothing speakable left (no
+    letter, kana, kanji or digit) is the empty string. Over-long words and digit runs are bounded by the
+    sentence splitter; digits stay as written (read as 4-digit numbers, 120 digits took 67 s of speech and
+    1.5 GB in Piper; as written, 6 s and 0.3 GB)."""
     text = "".join(_readable(char) for char in text)
     text = _MARKDOWN_LINK.sub(r"\1", text)
     text = _URL.sub("", text)
     text = _MARKDOWN_SYMBOLS.sub("", text)
     text = "".join(char for char in text if not _is_emoji_or_symbol(char))
     text = _PUNCTUATION_RUN.sub(r"\1", text)
-    text = _LONG_DIGITS.sub(_group_digits, text)
-    text = _LONG_WORD.sub(_split_word, text)
     text = _WHITESPACE.sub(" ", text).strip()
     return text if any(char.isalnum() for char in text) else ""
 
