@@ -6,9 +6,11 @@
 Most requests are ones the server should refuse quickly: hostile uploads (tests/fuzz_strategies.py) and broken
 multipart bodies, header values that are not UTF-8 or are long, unknown routes and methods, bad session ids,
 schemathesis cases drawn from the committed openapi.yaml (valid and invalid), and malformed HTTP sent over a
-raw socket. After every `--dialogue-every` requests comes a real spoken question (the slow path).
-It counts the answers by status and kind, and fails (exit 1) when any is a 5xx other than 503/504, or an
-error that is not the JSON error body (plain text, HTML, FastAPI's `detail`), or a 503 without Retry-After.
+raw socket; and hostile text (control, format, symbols, long runs, mixed scripts) to /v1/audio/speech and to
+/v1/chat/completions, text or spoken. After every `--dialogue-every` requests comes a real spoken question
+(the slow path). It counts the answers by status and kind, and fails (exit 1) when any is a 5xx other than
+503/504, or an error that is not the JSON error body (plain text, HTML, FastAPI's `detail`; OpenAI's shape on
+/v1), or a 503 without Retry-After.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from voice_orchestrator.errors import is_openai_path
+
 ROOT = Path(__file__).resolve().parents[1]
 DIALOGUE = "/api/orchestrator/dialogue"
 STREAM = "/api/orchestrator/dialogue/stream"
@@ -37,7 +41,8 @@ STATUS = "/api/orchestrator/status"
 SESSIONS = "/api/orchestrator/sessions/"
 ERROR_KEYS = {"error_code", "message", "details", "retry_after", "request_id"}
 # Relative weights of the request kinds: mostly requests that are refused in milliseconds.
-KINDS = {"upload": 8, "route": 4, "header": 4, "session": 2, "schema": 3, "raw": 1}
+KINDS = {"upload": 8, "route": 4, "header": 4, "session": 2, "schema": 3, "raw": 1, "text": 2}
+OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 
@@ -58,19 +63,20 @@ class Tally:
     not_sent: Counter[str] = field(default_factory=Counter)  # drawn, but the HTTP client would not send it
     sent: int = 0
 
-    def record(self, kind: str, request: str, answer: Answer) -> None:
+    def record(self, kind: str, request: str, answer: Answer, openai: bool = False) -> None:
         self.sent += 1
         if self.sent % 1000 == 0:
             print(f"{self.sent} requests, {len(self.violations)} contract violations", flush=True)
         self.by_status[answer.status] += 1
         self.by_kind[kind][answer.status] += 1
-        problem = contract_violation(answer)
+        problem = contract_violation(answer, openai)
         if problem is not None:
             self.violations.append(f"{kind}: {request[:160]} -> {problem}")
 
 
-def contract_violation(answer: Answer) -> str | None:
-    """What is wrong with an answer, or None: no 5xx but 503/504, every error the JSON error body."""
+def contract_violation(answer: Answer, openai: bool = False) -> str | None:
+    """What is wrong with an answer, or None: no 5xx but 503/504, every error the JSON error body (OpenAI's
+    shape on the /v1 routes)."""
     if answer.status == 0 or answer.status < 400:
         return None
     if answer.status >= 500 and answer.status not in (503, 504):
@@ -83,7 +89,12 @@ def contract_violation(answer: Answer) -> str | None:
         body = json.loads(answer.body)
     except ValueError:
         return f"{answer.status} whose body is not JSON: {answer.body[:200]!r}"
-    if not isinstance(body, dict) or set(body) != ERROR_KEYS:
+    shaped = (
+        isinstance(body, dict) and set(body) == {"error"} and set(body["error"]) == OPENAI_ERROR_KEYS
+        if openai
+        else isinstance(body, dict) and set(body) == ERROR_KEYS
+    )
+    if not shaped:
         return f"{answer.status} whose body is not the error contract: {answer.body[:200]!r}"
     if answer.status == 503 and not answer.retry_after:
         return "503 without Retry-After"
@@ -150,7 +161,7 @@ class Fuzzer:
         import schemathesis
         from schemathesis.core.result import Err
 
-        from tests.fuzz_strategies import hostile_uploads
+        from tests.fuzz_strategies import hostile_texts, hostile_uploads
 
         self.url = url
         self.host, self.port = httpx.URL(url).host, httpx.URL(url).port or 80
@@ -161,6 +172,7 @@ class Fuzzer:
         self.deadline = deadline
         self.tally = Tally()
         self.uploads = hostile_uploads
+        self.texts = hostile_texts
         schema = schemathesis.openapi.from_path(ROOT / "openapi.yaml")
         self.operations = []
         for result in schema.get_all_operations():
@@ -188,7 +200,26 @@ class Fuzzer:
             answer.head = method == "HEAD"
         except httpx.TransportError as error:
             answer = Answer(0, "", repr(error).encode(), None)
-        self.tally.record(kind, f"{method} {path} {kwargs.get('headers', '')}", answer)
+        request = f"{method} {path} {kwargs.get('headers', '')}"
+        self.tally.record(kind, request, answer, openai=is_openai_path(path.split("?")[0]))
+
+    def text(self, data: st.DataObject, kind: str) -> None:
+        """Text to speak or to answer: control and format characters, symbols, long runs, mixed scripts."""
+        text = data.draw(self.texts)
+        if data.draw(st.booleans()):
+            body: dict[str, Any] = {
+                "model": "tts-1",
+                "voice": "alloy",
+                "input": text,
+                "response_format": "pcm",
+            }
+            self.send(kind, "POST", "/v1/audio/speech", json=body)
+            return
+        messages = [{"role": "user", "content": text}]
+        body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 8}
+        if data.draw(st.booleans()):  # spoken: the reply goes through the turn core and a voice
+            body |= {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}}
+        self.send(kind, "POST", "/v1/chat/completions", json=body)
 
     def upload(self, data: st.DataObject, kind: str) -> None:
         path = data.draw(st.sampled_from([DIALOGUE, STREAM]))
@@ -267,7 +298,8 @@ class Fuzzer:
             response.content,
             _header(response.headers, "retry-after"),
         )
-        self.tally.record(kind, f"{case.method} {case.formatted_path}", answer)
+        openai = is_openai_path(case.formatted_path)  # the /v1 routes answer errors in OpenAI's shape
+        self.tally.record(kind, f"{case.method} {case.formatted_path}", answer, openai=openai)
 
     def raw(self, data: st.DataObject, kind: str) -> None:
         request = data.draw(st.one_of(st.sampled_from(RAW_REQUESTS), st.binary(min_size=1, max_size=512)))

@@ -37,3 +37,37 @@ hostile_uploads = st.one_of(
     wav_with_random_header(),
     st.text(max_size=256).map(str.encode),
 )
+
+
+# Text a client may ask to be spoken or answered: control and format characters, symbols, digit runs, marks,
+# mixed scripts, very long tokens (what once made the voices raise, or swell a replica's memory).
+hostile_texts = st.one_of(
+    st.text(
+        st.characters(
+            categories=[
+                "Cc",
+                "Cf",
+                "Co",
+                "So",
+                "Sm",
+                "Sk",
+                "Nd",
+                "Lu",
+                "Ll",
+                "Lo",
+                "Po",
+                "Pd",
+                "Ps",
+                "Zs",
+                "Mn",
+            ]
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    st.sampled_from(["\x00", "\u200b" * 30, "." * 300, "!?" * 50, "🙂" * 20, "\u202e" + "abc"]),
+    st.tuples(st.sampled_from("7xあ."), st.integers(50, 600)).map(lambda pair: pair[0] * pair[1]),
+    st.lists(
+        st.sampled_from(["今日は", "晴れ", "Tokyo", "12345", "、", "。", " ", "!", "\n"]), max_size=60
+    ).map("".join),
+)

@@ -5,11 +5,14 @@ can speak and prompts longer than the model's context are 400s (never a 503 the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from tests.fuzz_strategies import hostile_texts
 from tests.integration.http import STATUS
 
 pytestmark = pytest.mark.integration
@@ -74,3 +77,45 @@ def test_a_long_conversation_is_trimmed_and_answered(client: openai.OpenAI) -> N
     messages.append({"role": "user", "content": "What is the capital of France?"})
     answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
     assert answer.choices[0].message.content
+
+
+def replica_rss_mb(deployment: str) -> float:
+    """Resident memory of the (only) replica process of a deployment of the app, read from /proc."""
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"ServeReplica:voice:{deployment}".encode() in status.read_bytes():
+                fields = (status.parent / "status").read_text().split("VmRSS:")[1].split()
+                return int(fields[0]) / 1024
+        except OSError:  # a process that ended meanwhile
+            continue
+    raise LookupError(f"no replica process of {deployment}")
+
+
+# The bound the README states for a TextToSpeech replica, whatever the input (measured: ≈ 1.2 GB).
+TTS_REPLICA_BOUND_MB = 1536
+
+
+def test_any_text_is_spoken_or_refused_and_the_tts_replica_stays_bounded(
+    client: openai.OpenAI, base_url: str
+) -> None:
+    """Property: text drawn over Unicode categories (control, format, symbols, digits, marks, mixed scripts,
+    long runs) to /v1/audio/speech is 200 or 400 (never a 5xx the SDK would retry), /status stays healthy and
+    the replica's memory within the bound."""
+    answers: dict[int, int] = {}
+
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(hostile_texts)
+    def speak(text: str) -> None:
+        body = {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}
+        response = httpx.post(f"{base_url}/v1/audio/speech", json=body, timeout=180)
+        answers[response.status_code] = answers.get(response.status_code, 0) + 1
+        if response.status_code == 200:
+            assert len(response.content) > 0
+        else:  # the client's fault, named; never a 5xx
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["param"] == "input", response.text
+
+    speak()
+    assert sum(answers.values()) >= 25, answers
+    assert_healthy(base_url)
+    assert replica_rss_mb("TextToSpeech") < TTS_REPLICA_BOUND_MB
