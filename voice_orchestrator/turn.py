@@ -222,10 +222,6 @@ class SpokenTurn:
         return self._events()
 
     @property
-    def interrupted(self) -> bool:
-        return self._interrupted
-
-    @property
     def model_text(self) -> str:
         """What the model wrote, up to where the guard cut it (for token usage)."""
         return self.guarded.text if self.guarded is not None else ""
