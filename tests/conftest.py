@@ -33,6 +33,7 @@ TEST_ARGS = {
     "max_concurrent_dialogues": 2,
     "max_upload_bytes": 2 * 1024 * 1024,
     "status_cache_seconds": 0.5,
+    "max_realtime_sessions": 3,
 }
 
 

@@ -102,9 +102,12 @@ STREAM_CUT_MESSAGE = (
 )
 
 
-# The paths that accept a WebSocket upgrade; any other upgrade gets the JSON 404 (none yet: the realtime
-# socket will be the first).
-WEBSOCKET_ROUTES: frozenset[str] = frozenset()
+# The paths that accept a WebSocket upgrade; any other upgrade gets the JSON 404.
+WEBSOCKET_ROUTES: frozenset[str] = frozenset({"/v1/realtime"})
+# Serve's `request_timeout_s` bounds a socket as it bounds a request (a realtime session would be cut after
+# 3 minutes). The app bounds its sockets itself (`realtime_max_session_seconds`, the idle timeout), so the
+# edge switches the proxy's timeout off for them: a non-positive value of Serve's per-request header.
+NO_PROXY_TIMEOUT = (b"x-request-timeout-seconds", b"0")
 
 
 def new_request_id() -> str:
@@ -311,7 +314,7 @@ class EdgeMiddleware:
                 )
                 await _refuse(scope, send, error)
                 return
-            await self.app(scope, receive, send)
+            await self.app({**scope, "headers": [*screened.headers, NO_PROXY_TIMEOUT]}, receive, send)
             return
         exchange = _Exchange(screened.request_id, send, openai=is_openai_path(scope.get("path", "")))
         await exchange.run(self.app, scope, receive)

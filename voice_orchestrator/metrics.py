@@ -143,6 +143,38 @@ OPENAI_LATENCY = MetricSpec(
     LATENCY_MS_BUCKETS,
 )
 
+# Recorded by the ingress for the realtime socket (`/v1/realtime`).
+REALTIME_SESSIONS = MetricSpec(
+    "voice_realtime_sessions", "gauge", "Realtime sockets open on this ingress replica."
+)
+REALTIME_SESSIONS_LIMIT = MetricSpec(
+    "voice_realtime_sessions_limit",
+    "gauge",
+    "max_realtime_sessions of this ingress replica: beyond it the upgrade gets 429.",
+)
+REALTIME_RESPONSES = MetricSpec(
+    "voice_realtime_responses",
+    "counter",
+    "Realtime responses by status (completed, cancelled, failed) and what cancelled them.",
+    ("status", "reason"),
+)
+REALTIME_FIRST_AUDIO = MetricSpec(
+    "voice_realtime_end_of_speech_to_first_audio_ms",
+    "histogram",
+    "Realtime turns: from the end of the user's speech (VAD) to the first audio delta sent, in milliseconds.",
+    ("language",),
+    LATENCY_MS_BUCKETS,
+)
+REALTIME_BARGE_INS = MetricSpec(
+    "voice_realtime_barge_ins", "counter", "Realtime responses cut because the user started speaking."
+)
+REALTIME_PREEMPTIVE = MetricSpec(
+    "voice_realtime_preemptive_answers",
+    "counter",
+    "Answers started during the user's pause: used (the turn ended there) or discarded (speech resumed).",
+    ("outcome",),
+)
+
 ALL_METRICS: tuple[MetricSpec, ...] = (
     STAGE_LATENCY,
     INPUT_AUDIO,
@@ -158,6 +190,12 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     DIALOGUES_LIMIT,
     OPENAI_REQUESTS,
     OPENAI_LATENCY,
+    REALTIME_SESSIONS,
+    REALTIME_SESSIONS_LIMIT,
+    REALTIME_RESPONSES,
+    REALTIME_FIRST_AUDIO,
+    REALTIME_BARGE_INS,
+    REALTIME_PREEMPTIVE,
 )
 
 

@@ -219,7 +219,24 @@ class OpenAIRouteSettings(_FromEnvironment):
     max_chat_tokens: int = Field(default=512, ge=1, le=32_768)
 
 
-class IngressSettings(OpenAIRouteSettings):
+class RealtimeSettings(_FromEnvironment):
+    """Orchestrator, the realtime socket (`/v1/realtime`): its own bounds (the API key, dialogue slots,
+    `max_audio_seconds` for one turn and the stage timeouts are shared with the other routes)."""
+
+    # Sockets open at once per ingress replica; one more is refused at the upgrade with the JSON 429.
+    max_realtime_sessions: int = Field(default=8, ge=0)
+    # A session ends (close code 1000) after this long in all, or after this long without a client message.
+    realtime_max_session_seconds: float = Field(default=1800.0, gt=0.0)
+    realtime_idle_timeout_seconds: float = Field(default=120.0, gt=0.0)
+    # The largest client message (a base64 audio chunk, mostly); a bigger one closes the socket with 1009.
+    realtime_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Preemptive answers: this long into the user's pause, the speech so far is transcribed and its answer
+    # started, held back until the pause becomes the end of the turn (and thrown away if speech resumes).
+    realtime_preemptive: bool = True
+    realtime_preemptive_delay_ms: int = Field(default=150, ge=0, le=5_000)
+
+
+class IngressSettings(OpenAIRouteSettings, RealtimeSettings):
     """Orchestrator: admission, limits, timeouts, streaming, status and logging (and the /v1 bounds)."""
 
     min_audio_seconds: float = Field(default=0.5, ge=0.0)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -201,8 +201,10 @@ class SpokenTurn:
         forced_language: str | None = None,
         question: ReplyRequest | None = None,
         settings: IngressSettings | None = None,
+        speak: bool = True,
     ) -> None:
         self._core = core
+        self._speak = speak  # False: the sentences come without audio (a text-only answer)
         self._settings = settings or core.settings  # read once: the turn keeps these values to its end
         self.request_id = request_id
         self.session_id = session_id
@@ -240,18 +242,8 @@ class SpokenTurn:
     def delivered(self) -> str:
         """The answer as far as it was delivered (and heard, when the interruption said how much)."""
         language = self.question.language if self.question is not None else "en"
-        left = None if self._played_ms is None else self._played_ms / 1000.0
-        texts: list[str] = []
-        for sentence in self.spoken:
-            duration = sentence.speech.duration_s
-            if left is None or left >= duration:
-                texts.append(sentence.text)
-                left = None if left is None else left - duration
-                continue
-            if left > 0 and duration > 0:
-                texts.append(_heard_part(sentence.text, left / duration, language))
-            break
-        return joined([text for text in texts if text], language)
+        parts = [(sentence.text, sentence.speech.duration_s) for sentence in self.spoken]
+        return heard_text(parts, self._played_ms, language)
 
     async def _events(self) -> AsyncIterator[TurnEvent]:
         core, settings = self._core, self._settings
@@ -290,7 +282,7 @@ class SpokenTurn:
                 )
                 self._speaking = Prefetched(
                     self._texts(sentences, question.language),
-                    lambda text: core.speak(text, question.language, self._voice(text), settings),
+                    lambda text: self._spoken(text, question.language, settings),
                 )
                 async for text, (speech, ms) in self._speaking:
                     tts_ms += ms
@@ -339,6 +331,11 @@ class SpokenTurn:
             )
         )
 
+    async def _spoken(self, text: str, language: str, settings: IngressSettings) -> tuple[SpeechAudio, float]:
+        if not self._speak:
+            return SpeechAudio(samples=np.zeros(0, dtype=np.float32), sample_rate=16_000, voice=""), 0.0
+        return await self._core.speak(text, language, self._voice(text), settings)
+
     async def _texts(
         self, sentences: asyncio.Queue[str | OrchestratorError | None], language: str
     ) -> AsyncIterator[str]:
@@ -379,8 +376,23 @@ class SpokenTurn:
         self._core.keep(asyncio.ensure_future(self._remember(self.delivered())))
 
 
+def heard_text(spoken: Sequence[tuple[str, float]], played_ms: float | None, language: str) -> str:
+    """What a listener heard of sentences (text, seconds of audio) played for `played_ms` (None: all):
+    the whole sentences, then the first share of the one cut, by characters (Japanese, Chinese) or words."""
+    left = None if played_ms is None else played_ms / 1000.0
+    texts: list[str] = []
+    for text, duration in spoken:
+        if left is None or left >= duration:
+            texts.append(text)
+            left = None if left is None else left - duration
+            continue
+        if left > 0 and duration > 0:
+            texts.append(_heard_part(text, left / duration, language))
+        break
+    return joined([text for text in texts if text], language)
+
+
 def _heard_part(text: str, share: float, language: str) -> str:
-    """The first `share` of a sentence, by characters (Japanese, Chinese) or words."""
     if language in ("ja", "zh"):
         return text[: round(len(text) * share)]
     words = text.split()
@@ -438,10 +450,17 @@ class TurnCore:
         request_id: str,
         session_id: str | None = None,
         voice: str | VoiceChoice | None = None,
+        speak: bool = True,
     ) -> SpokenTurn:
-        """A turn from a question already in text (a transcript, a typed message, a chat's messages)."""
+        """A turn from a question already in text (a transcript, a typed message, a chat's messages);
+        `speak=False`: its sentences come as text only."""
         return SpokenTurn(
-            self, request_id=request_id, session_id=session_id, voice=_voice_choice(voice), question=question
+            self,
+            request_id=request_id,
+            session_id=session_id,
+            voice=_voice_choice(voice),
+            question=question,
+            speak=speak,
         )
 
     def say(

@@ -48,6 +48,34 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         quantiles("ray_voice_openai_latency_ms", "route", "{{route}}"),
     ),
     (
+        "Realtime sockets open (/v1/realtime)",
+        "short",
+        [
+            (f"sum(ray_voice_realtime_sessions{{{APP}}})", "open"),
+            (f"sum(ray_voice_realtime_sessions_limit{{{APP}}})", "limit (all ingress replicas)"),
+        ],
+    ),
+    (
+        "Realtime responses, barge-ins and preemptive answers per second",
+        "reqps",
+        [
+            (
+                f"sum by (status) (rate(ray_voice_realtime_responses_total{{{APP}}}{RATE}))",
+                "responses {{status}}",
+            ),
+            (f"sum(rate(ray_voice_realtime_barge_ins_total{{{APP}}}{RATE}))", "barge-ins"),
+            (
+                f"sum by (outcome) (rate(ray_voice_realtime_preemptive_answers_total{{{APP}}}{RATE}))",
+                "preemptive {{outcome}}",
+            ),
+        ],
+    ),
+    (
+        "Realtime: end of speech to first audio, p50 / p95",
+        "ms",
+        quantiles("ray_voice_realtime_end_of_speech_to_first_audio_ms", "language", "{{language}}"),
+    ),
+    (
         "HTTP requests per second (Serve proxy)",
         "reqps",
         [

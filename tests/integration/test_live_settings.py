@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 
 DEPLOYMENTS = ("Orchestrator", "SpeechToText", "LanguageModel", "TextToSpeech", "Conversations")
 # TEST_ARGS puts these live settings in `args`: a user_config replaces them whole, so it restates them.
-INGRESS = {key: TEST_ARGS[key] for key in ("max_upload_bytes", "status_cache_seconds")}
+INGRESS = {
+    key: TEST_ARGS[key] for key in ("max_upload_bytes", "status_cache_seconds", "max_realtime_sessions")
+}
 
 
 def replicas() -> dict[str, list[tuple[str, str]]]:

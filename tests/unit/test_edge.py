@@ -579,3 +579,18 @@ async def test_a_websocket_upgrade_without_a_socket_gets_the_json_404(path: str,
     body = json.loads(recorder.sent[1]["body"])
     code = body["error"]["code"] if openai else body["error_code"]
     assert code == "NOT_FOUND"
+
+
+async def test_the_realtime_socket_passes_without_the_proxys_request_timeout() -> None:
+    # Serve's `request_timeout_s` would cut a session after 3 minutes; the app bounds its sockets itself. A
+    # client's own timeout header is dropped, and the edge's "0" (no timeout) is the only one that reaches
+    # the proxy.
+    headers = [(b"x-request-timeout-seconds", b"2"), (b"authorization", b"Bearer k")]
+    scope = {**http_scope(headers), "type": "websocket", "path": "/v1/realtime"}
+    recorder = Recorder()
+    app = SeenScope()
+    await recorder.call(EdgeMiddleware(app), scope)
+    assert app.scope is not None
+    passed = app.scope["headers"]
+    assert [value for name, value in passed if name == b"x-request-timeout-seconds"] == [b"0"]
+    assert (b"authorization", b"Bearer k") in passed

@@ -6,6 +6,9 @@ admission, the body read under the upload limits, and the one refusal logger.
     with gate.admit():                                    # a dialogue slot, only once the body is here
         ...
 
+A realtime socket takes a session slot for its life (`connect`, 429 at the upgrade when none is free) and a
+dialogue slot for each answer it makes (`admit`), so sockets and uploads share one bound on pipeline work.
+
 Every route that reads a body reads it *before* it takes a dialogue slot, so a slow upload never holds one;
 the limits come from the live settings each time (no copy to push on `reconfigure()`).
 """
@@ -25,7 +28,14 @@ from voice_orchestrator.admission import DialogueSlots
 from voice_orchestrator.api.errors import internal_error
 from voice_orchestrator.api.uploads import UploadLimits
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
-from voice_orchestrator.metrics import DIALOGUES_IN_FLIGHT, DIALOGUES_LIMIT, Meter, MetricSpec
+from voice_orchestrator.metrics import (
+    DIALOGUES_IN_FLIGHT,
+    DIALOGUES_LIMIT,
+    REALTIME_SESSIONS,
+    REALTIME_SESSIONS_LIMIT,
+    Meter,
+    MetricSpec,
+)
 from voice_orchestrator.settings import IngressSettings, Live
 
 T = TypeVar("T")
@@ -73,18 +83,20 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class Admission:
-    """One dialogue slot, held until `release()` (idempotent) or the end of a `with` block."""
+    """One slot (a dialogue's, or a realtime session's), held until `release()` (idempotent) or the end of a
+    `with` block."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, slots: DialogueSlots | None = None) -> None:
         self._gate = gate
-        gate.dialogues.acquire()
+        self._slots = slots or gate.dialogues
+        self._slots.acquire()
         gate.record_in_flight()
         self._held = True
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._gate.dialogues.release()
+            self._slots.release()
             self._gate.record_in_flight()
 
     def __enter__(self) -> Admission:
@@ -107,6 +119,11 @@ class Gate:
             lambda: settings.current.max_concurrent_uploads,
             lambda: settings.current.retry_after_seconds,
             "uploads",
+        )
+        self.sessions = DialogueSlots(
+            lambda: settings.current.max_realtime_sessions,
+            lambda: settings.current.retry_after_seconds,
+            "realtime_sessions",
         )
 
     @property
@@ -139,11 +156,18 @@ class Gate:
         """A dialogue slot (429 when none is free)."""
         return Admission(self)
 
+    def connect(self) -> Admission:
+        """A realtime session slot (429 when none is free), held while the socket is open."""
+        return Admission(self, self.sessions)
+
     def record_in_flight(self) -> None:
         self._meter.record(DIALOGUES_IN_FLIGHT, float(self.dialogues.active))
+        self._meter.record(REALTIME_SESSIONS, float(self.sessions.active))
 
     def gauges(self) -> list[tuple[MetricSpec, float]]:
         return [
             (DIALOGUES_LIMIT, float(self.dialogues.limit)),
             (DIALOGUES_IN_FLIGHT, float(self.dialogues.active)),
+            (REALTIME_SESSIONS_LIMIT, float(self.sessions.limit)),
+            (REALTIME_SESSIONS, float(self.sessions.active)),
         ]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from voice_orchestrator.api.gate import Gate
@@ -24,6 +24,7 @@ from voice_orchestrator.api.openai.docs import (
 )
 from voice_orchestrator.api.openai.gateway import OpenAIGateway, Visit
 from voice_orchestrator.api.openai.protocol import ModelList, VoiceList
+from voice_orchestrator.api.openai.realtime import RealtimeService
 from voice_orchestrator.api.openai.speech import SpeechService
 from voice_orchestrator.api.openai.transcription import TranscriptionService
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
@@ -41,6 +42,7 @@ class OpenAIServices:
     speech: SpeechService
     transcription: TranscriptionService
     chat: ChatService
+    realtime: RealtimeService
 
     @classmethod
     def build(
@@ -54,7 +56,8 @@ class OpenAIServices:
         """On the dialogue routes' gate and turn core: the same API key, admission, settings and meter."""
         gateway = OpenAIGateway(gate, core, meter, ModelCatalog(engine_info, int(time.time())))
         chat = ChatService(gateway, llm, ChatVoice(gateway))
-        return cls(gateway, SpeechService(gateway), TranscriptionService(gateway), chat)
+        realtime = RealtimeService(gateway, llm, meter)
+        return cls(gateway, SpeechService(gateway), TranscriptionService(gateway), chat, realtime)
 
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -132,3 +135,13 @@ async def create_chat_completion(request: Request) -> Response:
     return await services.gateway.handle(
         request, "chat", lambda visit: services.chat.complete(request, visit)
     )
+
+
+@router.websocket("/realtime")
+async def realtime_session(websocket: WebSocket) -> None:
+    """The realtime socket (OpenAI Realtime protocol; README, "The realtime socket")."""
+    services: OpenAIServices | None = websocket.app.state.ingress.openai
+    if services is None:
+        await websocket.close(1013, "The OpenAI-compatible routes are not set up here.")
+        return
+    await services.realtime.serve(websocket)

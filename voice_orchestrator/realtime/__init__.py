@@ -1,0 +1,1 @@
+"""The realtime socket (OpenAI Realtime protocol): turn-taking over a WebSocket."""
