@@ -37,6 +37,12 @@ TEST_ARGS = {
 }
 
 
+# Serve's proxy cuts any request (and, unless the edge says otherwise, any socket) after this long, as the
+# profile's `request_timeout_s` does after 180 s; above every REST test's longest request (the app's upload
+# deadline is 60 s), short enough that a realtime session can be held past it in a test.
+PROXY_TIMEOUT_S = 75.0
+
+
 def free_ports(count: int) -> list[int]:
     # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
     # free now could be handed to another socket before Serve's proxy binds it.
@@ -74,7 +80,7 @@ def base_url(cluster_ports: tuple[int, int]) -> Iterator[str]:
         # Serve's proxies get the HTTP edge (voice_orchestrator/edge.py) from the YAML, as with `serve run`.
         profile = yaml.safe_load(PROFILE.read_text())
         serve.start(
-            http_options={"host": "127.0.0.1", "port": http_port},
+            http_options={"host": "127.0.0.1", "port": http_port, "request_timeout_s": PROXY_TIMEOUT_S},
             controller_options=profile["controller_options"],
         )
         deploy(app_config(TEST_ARGS))

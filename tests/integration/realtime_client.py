@@ -88,3 +88,29 @@ async def stream(connection: AsyncRealtimeConnection, pcm: bytes, pace: float = 
 def audio_seconds(events: Events, response_id: str | None = None) -> float:
     deltas = [e for e in events.of("response.output_audio.delta") if response_id in (None, e.response_id)]
     return sum(len(base64.b64decode(event.delta)) for event in deltas) / 2 / RATE
+
+
+async def barge_in(base_url: str, wav: bytes) -> Events:
+    """A typed question with a long spoken answer, cut by the spoken question `wav` as soon as the answer's
+    first audio arrives; the cut answer's item is then retrieved. Ends once the second one is answered."""
+    events = Events()
+    async with connect(base_url) as connection:
+        collector = asyncio.create_task(collect(connection, events))
+        try:
+            session = {"type": "realtime", "audio": {"input": {"transcription": {"language": "en"}}}}
+            await connection.session.update(session=session)  # type: ignore[arg-type]
+            text = "Tell me a story about a cat."  # three sentences from the packaged model
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+            await connection.conversation.item.create(item=item)  # type: ignore[arg-type]
+            await connection.response.create()
+            await events.until("response.output_audio.delta", within=60)
+            await stream(connection, pcm24k(wav) + silence(0.3))  # the user cuts in with a new question
+            silent = asyncio.create_task(stream(connection, silence(10.0)))
+            await events.until("response.done", 2, within=60)
+            silent.cancel()
+            cut_id = events.of("response.done")[0].response.output[0].id
+            await connection.conversation.item.retrieve(item_id=cut_id)
+            await events.until("conversation.item.retrieved")
+        finally:
+            collector.cancel()
+    return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.audio_factory import encode, tone
 from tests.integration.http import assert_error, post_dialogue
+from tests.integration.realtime_client import barge_in
 from tests.unit.test_metrics import dashboard_metric_names
 from voice_orchestrator.metrics import ALL_METRICS
 
@@ -117,11 +119,15 @@ def test_dialogues_and_bad_uploads_move_the_right_metrics(
             assert set(labels) - RAY_LABELS <= declared[base], (name, labels)
 
 
-def test_every_dashboard_metric_is_exported(base_url: str, metrics_url: str) -> None:
+def test_every_dashboard_metric_is_exported(
+    base_url: str, metrics_url: str, english_question: tuple[bytes, str]
+) -> None:
     # A request that reaches the pipeline, so the ingress and Serve's request metrics exist, and one served
     # on /v1 for the OpenAI-compatible routes' (whatever order the test files run in).
     assert_error(post_dialogue(base_url, encode(tone(0.2), 16000, "wav-s16")), 400, "AUDIO_TOO_SHORT")
     httpx.get(f"{base_url}/v1/models", timeout=30).raise_for_status()
+    # And a realtime session whose answer is cut by the next spoken question, answered preemptively.
+    asyncio.run(barge_in(base_url, english_question[0]))
     wanted = dashboard_metric_names()
 
     def exported(samples: Samples) -> set[str]:

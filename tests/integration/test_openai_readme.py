@@ -18,11 +18,17 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 
 
-def _examples(language: str) -> str:
-    section = README.read_text().split("### OpenAI-compatible routes (`/v1`)", 1)[1].split("\n## ", 1)[0]
+def readme_example(heading: str, language: str) -> str:
+    """The one `language` example of the README section under `heading` (up to the next heading)."""
+    section = README.read_text().split(heading, 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     blocks = re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
-    assert len(blocks) == 1, f"one {language} example in the /v1 section"
+    assert len(blocks) == 1, f"one {language} example under {heading}"
     return str(blocks[0])
+
+
+def _examples(language: str) -> str:
+    return readme_example("### OpenAI-compatible routes (`/v1`)", language)
 
 
 def test_the_curl_examples(base_url: str, tmp_path: Path) -> None:

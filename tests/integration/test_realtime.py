@@ -5,14 +5,29 @@ barge-in, and what a careless or hostile client sends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import time
+from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.realtime_client import Events, audio_seconds, collect, connect, pcm24k, silence, stream
+from tests.conftest import PROXY_TIMEOUT_S
+from tests.integration.realtime_client import (
+    Events,
+    audio_seconds,
+    barge_in,
+    collect,
+    connect,
+    pcm24k,
+    silence,
+    stream,
+)
+from tests.integration.test_openai_readme import DOCUMENTED_URL, readme_example
 
 IN_ORDER = [
     "session.created",
@@ -142,26 +157,7 @@ async def test_barge_in_cancels_the_answer_and_the_next_question_is_answered(
     base_url: str, english_question: tuple[bytes, str]
 ) -> None:
     wav, keyword = english_question
-    events = Events()
-    async with connect(base_url) as connection:
-        collector = asyncio.create_task(collect(connection, events))
-        try:
-            session = {"type": "realtime", "audio": {"input": {"transcription": {"language": "en"}}}}
-            await connection.session.update(session=session)  # type: ignore[arg-type]
-            text = "Tell me a story about a cat."  # three sentences from the packaged model
-            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-            await connection.conversation.item.create(item=item)  # type: ignore[arg-type]
-            await connection.response.create()
-            await events.until("response.output_audio.delta", within=60)
-            await stream(connection, pcm24k(wav) + silence(0.3))  # the user cuts in with a new question
-            silent = asyncio.create_task(stream(connection, silence(10.0)))
-            await events.until("response.done", 2, within=60)
-            silent.cancel()
-            cut_id = events.of("response.done")[0].response.output[0].id
-            await connection.conversation.item.retrieve(item_id=cut_id)
-            await events.until("conversation.item.retrieved")
-        finally:
-            collector.cancel()
+    events = await barge_in(base_url, wav)
     cut, answered = (event.response for event in events.of("response.done"))
     assert cut.status == "cancelled"
     assert cut.status_details.reason == "turn_detected"
@@ -281,3 +277,41 @@ async def test_a_message_over_the_size_limit_closes_with_1009(base_url: str) -> 
             await socket.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
+
+
+async def test_a_session_outlives_the_proxys_request_timeout(base_url: str) -> None:
+    # Serve's proxy would cut the socket at `request_timeout_s` like a hung request; the edge turns that off
+    # for the realtime route, whose sessions the app bounds itself (length, idle time).
+    events = Events()
+    async with connect(base_url) as connection:
+        collector = asyncio.create_task(collect(connection, events))
+        try:
+            deadline = time.monotonic() + PROXY_TIMEOUT_S + 5.0
+            updates = 0
+            while time.monotonic() < deadline:  # a quiet user: a message every few seconds, no audio
+                updates += 1
+                await connection.session.update(
+                    session={"type": "realtime", "instructions": f"Be brief {updates}."}
+                )
+                await events.until("session.updated", updates, within=30)
+                await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello?"}]}
+            await connection.conversation.item.create(item=item)  # type: ignore[arg-type]
+            await connection.response.create(response={"output_modalities": ["text"]})
+            (done,) = await events.until("response.done", within=60)
+        finally:
+            collector.cancel()
+    assert events.at("response.done") > PROXY_TIMEOUT_S
+    assert done.response.status == "completed"
+    assert not events.of("error")
+
+
+async def test_the_readme_example_runs_as_written(base_url: str, english_question: tuple[bytes, str]) -> None:
+    code = readme_example("### The realtime socket", "python").replace(DOCUMENTED_URL, base_url)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        answer = await namespace["talk"](pcm24k(english_question[0]))
+    assert len(answer) > 2 * 24_000 * 0.3  # over 0.3 s of speech
+    assert printed.getvalue().strip()  # the reply's transcript, printed as it came

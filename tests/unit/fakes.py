@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI
 
 from tests.audio_factory import encode, tone
 from voice_orchestrator.api.gate import Gate
@@ -172,6 +173,7 @@ class FakeApp:
     """The real HTTP layer (both front doors: the dialogue routes and /v1) on fake stages, without Ray."""
 
     client: httpx.AsyncClient
+    app: FastAPI
     gate: Gate
     live: Live[IngressSettings]
     stt: FakeSTT
@@ -199,4 +201,4 @@ def fake_app(
     status = StatusReporter({"stt": CallEvidence()}, no_deployments, info)
     app.state.ingress = IngressState(gate, DialogueService(core, gate, meter), status, None, openai=openai)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-    return FakeApp(client, gate, live, stt, llm, tts)
+    return FakeApp(client, app, gate, live, stt, llm, tts)

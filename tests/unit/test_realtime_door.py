@@ -1,0 +1,84 @@
+"""The realtime socket's door on the real HTTP layer (fake stages, Starlette's test client): the API key on
+the upgrade as a Bearer header or as the browser's subprotocol, the model, and refusals as JSON responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+
+from tests.unit.fakes import fake_app
+
+KEY = "s3cret-key"
+
+
+def client(**settings: Any) -> TestClient:
+    return TestClient(fake_app(**settings).app)
+
+
+def test_the_key_as_a_bearer_header_opens_the_session() -> None:
+    with client(api_key=KEY).websocket_connect(
+        "/v1/realtime?model=voice-dialogue", headers={"Authorization": f"Bearer {KEY}"}
+    ) as socket:
+        created = socket.receive_json()
+    assert created["type"] == "session.created"
+    assert created["session"]["model"] == "voice-dialogue"
+    assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+
+
+def test_the_browsers_subprotocol_key_opens_the_session_and_realtime_is_chosen() -> None:
+    protocols = ["realtime", f"openai-insecure-api-key.{KEY}"]
+    with client(api_key=KEY).websocket_connect(
+        "/v1/realtime?model=gpt-realtime", subprotocols=protocols
+    ) as socket:
+        assert socket.accepted_subprotocol == "realtime"
+        assert socket.receive_json()["type"] == "session.created"
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status", "code"),
+    [
+        ("?model=voice-dialogue", {}, 401, "UNAUTHORIZED"),
+        ("?model=voice-dialogue", {"Authorization": "Bearer wrong"}, 401, "UNAUTHORIZED"),
+        ("?model=whisper-1", {"Authorization": f"Bearer {KEY}"}, 404, "MODEL_NOT_FOUND"),
+        (
+            "?model=voice-dialogue&session_id=bad%20id",
+            {"Authorization": f"Bearer {KEY}"},
+            400,
+            "INVALID_REQUEST",
+        ),
+    ],
+)
+def test_refused_upgrades_get_the_json_error(
+    query: str, headers: dict[str, str], status: int, code: str
+) -> None:
+    door = client(api_key=KEY)
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        door.websocket_connect(f"/v1/realtime{query}", headers=headers),
+    ):
+        pass
+    assert refused.value.status_code == status
+    assert json.loads(refused.value.content)["error"]["code"] == code
+
+
+def test_no_session_slot_is_a_429_with_retry_after() -> None:
+    door = client(max_realtime_sessions=0)
+    with pytest.raises(WebSocketDenialResponse) as refused, door.websocket_connect("/v1/realtime"):
+        pass
+    assert refused.value.status_code == 429
+    assert refused.value.headers["retry-after"] == "1"
+    assert json.loads(refused.value.content)["error"]["code"] == "TOO_MANY_REQUESTS"
+
+
+def test_the_session_slot_is_held_while_open_and_given_back() -> None:
+    app = fake_app(max_realtime_sessions=1)
+    test_client = TestClient(app.app)
+    with test_client.websocket_connect("/v1/realtime") as socket:
+        socket.receive_json()
+        assert app.gate.sessions.active == 1
+        with pytest.raises(WebSocketDenialResponse), test_client.websocket_connect("/v1/realtime"):
+            pass
+    assert app.gate.sessions.active == 0
