@@ -489,3 +489,14 @@ async def test_audio_past_the_limit_is_an_error_once_in_manual_mode() -> None:
     assert h.errors() == ["AUDIO_TOO_LONG"]
     await h.client("input_audio_buffer.clear")
     assert h.of("input_audio_buffer.cleared")
+
+
+async def test_speech_that_never_pauses_ends_its_turn_at_the_limit() -> None:
+    h = Harness()
+    await h.session.start()
+    await h.audio(5.5, loud=True)  # max_audio_seconds is 5
+    (done,) = await h.done()
+    stopped = h.of("input_audio_buffer.speech_stopped")[0]
+    assert 4900 <= stopped["audio_end_ms"] <= 5100
+    assert done["response"]["status"] == "completed"
+    assert h.stt.calls[0][0] <= 5.0 + 0.05  # at most one 20 ms append past the limit

@@ -81,6 +81,10 @@ TAIL_MS = 150
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less
 
 
+class SessionClosed(Exception):
+    """Raised by `send` once the client is gone: whatever was sending stops."""
+
+
 @dataclass
 class UserItem:
     id: str
@@ -225,8 +229,14 @@ class RealtimeSession:
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or isinstance(task.exception(), SessionClosed | None):
+            return
+        logger.error("realtime session task failed", exc_info=task.exception(), extra={"session": self.id})
 
     # --- client events
     async def handle(self, message: str | bytes) -> None:
@@ -307,6 +317,11 @@ class RealtimeSession:
             if vad is not None and vad.in_speech:
                 # Speech that never pauses: the turn ends at the limit, as if the user stopped there.
                 vad.reset()
+                end_ms = self._buffer.end * 1000 // SAMPLE_RATE
+                stopped = event(
+                    "input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=self._speech_item
+                )
+                await self._send(stopped)
                 await self._end_turn(self._buffer.end)
                 return
             if not self._too_long_said:

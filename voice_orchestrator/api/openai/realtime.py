@@ -29,7 +29,7 @@ from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.metrics import OPENAI_REQUESTS, Meter, outcome_of
 from voice_orchestrator.protocol import ReplyRequest, TokenUsage
 from voice_orchestrator.realtime.protocol import error_event, new_id
-from voice_orchestrator.realtime.session import RealtimeSession, SessionLimits
+from voice_orchestrator.realtime.session import RealtimeSession, SessionClosed, SessionLimits
 from voice_orchestrator.stages import ChatModelStage
 from voice_orchestrator.turn import VoiceChoice, normalize_session_id
 
@@ -48,10 +48,6 @@ def check_model(model: str | None) -> None:
         "(or an OpenAI realtime model name, which means the same).",
         details={"field": "model", "model": model[:100]},
     )
-
-
-class _Closed(Exception):
-    """The socket went away while the server was sending."""
 
 
 class RealtimeService:
@@ -98,11 +94,11 @@ class RealtimeService:
         async def send(message: dict[str, Any]) -> None:
             async with lock:
                 if websocket.application_state != WebSocketState.CONNECTED:
-                    raise _Closed
+                    raise SessionClosed
                 try:
                     await websocket.send_text(json.dumps(message, ensure_ascii=False))
                 except (WebSocketDisconnect, RuntimeError, OSError) as error:
-                    raise _Closed from error
+                    raise SessionClosed from error
 
         session = RealtimeSession(
             self._gateway.core,
@@ -147,12 +143,12 @@ class RealtimeService:
                         "in smaller chunks.",
                         details={"max_message_bytes": settings.realtime_max_message_bytes},
                     )
-                    with contextlib.suppress(_Closed):
+                    with contextlib.suppress(SessionClosed):
                         await send(error_event(too_big))
                     await self._close(websocket, 1009, "message too big")
                     return "message too big"
                 await session.handle(data)
-        except _Closed:
+        except SessionClosed:
             return "client gone"
         finally:
             await session.close()
