@@ -47,8 +47,9 @@ class FakeSTT:
         self, audio: DecodedAudio, language: str | None, task: SpeechTask = "transcribe"
     ) -> Transcription:
         self.calls.append((audio.duration_s, language))
+        text = self.text  # what was said when the audio was sent
         await asyncio.sleep(self.delay)
-        return Transcription(text=self.text, language=language or self.language)
+        return Transcription(text=text, language=language or self.language)
 
 
 class FakeLLM:

@@ -500,3 +500,18 @@ async def test_speech_that_never_pauses_ends_its_turn_at_the_limit() -> None:
     assert 4900 <= stopped["audio_end_ms"] <= 5100
     assert done["response"]["status"] == "completed"
     assert h.stt.calls[0][0] <= 5.0 + 0.05  # at most one 20 ms append past the limit
+
+
+async def test_speech_before_an_answer_starts_folds_both_turns_into_one_answer() -> None:
+    h = Harness(stt=FakeSTT(text="Tokyo", language="en", delay=0.4), preemptive=False)
+    await h.session.start()
+    await h.audio(0.5, loud=True)
+    await h.audio(0.6, loud=False)  # the turn ends; its transcription takes 0.4 s
+    h.stt.text = "and Kyoto"
+    await h.audio(0.5, loud=True)  # ...and the user goes on before the answer started
+    await h.audio(1.0, loud=False)
+    await h.done()
+    await asyncio.sleep(0.5)
+    assert h.types().count("input_audio_buffer.committed") == 2
+    assert h.types().count("response.created") == 1
+    assert h.llm.requests[-1].text == "Tokyo and Kyoto"

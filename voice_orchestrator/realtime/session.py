@@ -194,6 +194,9 @@ class RealtimeSession:
         self._turns = asyncio.Lock()  # one response at a time, in order
         self._tasks: set[asyncio.Task[Any]] = set()
         self._too_long_said = False
+        # Bumped when the user starts speaking with interrupt_response on: an answer to an earlier turn that
+        # has not started yet is dropped, as one under way is cut (the next answer covers both turns).
+        self._epoch = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self._session_update,
             "input_audio_buffer.append": self._append,
@@ -470,6 +473,7 @@ class RealtimeSession:
                 )
             )
             if detection.interrupt_response:  # the client stops playing on speech_started; we stop making
+                self._epoch += 1
                 await self._barge_in()
         elif happened.kind == "pause":
             if self.limits.preemptive:
@@ -574,7 +578,7 @@ class RealtimeSession:
         await self._send(event("conversation.item.added", previous_item_id=previous, item=item.describe()))
         item.heard = self._spawn(self._transcribe(item, audio, speculation))
         if respond:
-            self._spawn(self._respond(ResponseOptions(), speculation, speech_ended_at))
+            self._spawn(self._respond(ResponseOptions(), speculation, speech_ended_at, self._epoch))
 
     async def _transcribe(self, item: UserItem, audio: np.ndarray, speculation: Speculation | None) -> None:
         prepared = None
@@ -617,7 +621,11 @@ class RealtimeSession:
 
     # --- responses
     async def _respond(
-        self, options: ResponseOptions, speculation: Speculation | None, speech_ended_at: float | None
+        self,
+        options: ResponseOptions,
+        speculation: Speculation | None,
+        speech_ended_at: float | None,
+        epoch: int | None = None,
     ) -> None:
         async with self._turns:
             prepared: Prepared | None = None
@@ -625,7 +633,7 @@ class RealtimeSession:
                 with contextlib.suppress(Exception):
                     prepared = await speculation.task
             try:
-                await self._run_response(options, prepared, speech_ended_at)
+                await self._run_response(options, prepared, speech_ended_at, epoch)
             except OrchestratorError as error:
                 await self._send(error_event(error))
             finally:
@@ -633,16 +641,23 @@ class RealtimeSession:
                     prepared.admission.release()
 
     async def _run_response(
-        self, options: ResponseOptions, prepared: Prepared | None, speech_ended_at: float | None
+        self,
+        options: ResponseOptions,
+        prepared: Prepared | None,
+        speech_ended_at: float | None,
+        epoch: int | None,
     ) -> None:
         for item in self.items:  # the transcripts the answer depends on
             if isinstance(item, UserItem) and item.heard is not None:
                 await asyncio.shield(item.heard)
-        if prepared is not None and prepared.feed is not None and not self._last_user_heard():
-            await prepared.feed.discard()  # the turn had no words after all (a cough)
-            prepared.feed = None
-        if speech_ended_at is not None and not self._last_user_heard():
-            return  # nothing was said: no answer (OpenAI's server does the same)
+        # No answer when the turn had no words after all (a cough: OpenAI's server does the same), or when the
+        # user spoke again before it started.
+        unwanted = speech_ended_at is not None and not self._last_user_heard()
+        if unwanted or (epoch is not None and epoch != self._epoch):
+            if prepared is not None and prepared.feed is not None:
+                await prepared.feed.discard()
+                self._meter.record(REALTIME_PREEMPTIVE, 1.0, {"outcome": "discarded"})
+            return
         question = self._question()
         admission: Admission | None = None
         if prepared is not None and prepared.feed is not None:
