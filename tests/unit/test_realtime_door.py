@@ -82,3 +82,29 @@ def test_the_session_slot_is_held_while_open_and_given_back() -> None:
         with pytest.raises(WebSocketDenialResponse), test_client.websocket_connect("/v1/realtime"):
             pass
     assert app.gate.sessions.active == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"realtime_idle_timeout_seconds": 0.3}, "idle timeout"),
+        ({"realtime_max_session_seconds": 0.3, "realtime_idle_timeout_seconds": 60}, "session time limit"),
+    ],
+)
+def test_idle_and_over_long_sessions_are_closed_with_1000(settings: dict[str, Any], reason: str) -> None:
+    app = fake_app(**settings)
+    with TestClient(app.app).websocket_connect("/v1/realtime") as socket:
+        socket.receive_json()
+        closed = socket.receive()
+    assert closed == {"type": "websocket.close", "code": 1000, "reason": reason}
+    assert app.gate.sessions.active == 0
+
+
+def test_a_message_over_the_size_limit_is_an_error_then_1009() -> None:
+    with TestClient(fake_app(realtime_max_message_bytes=1024).app).websocket_connect(
+        "/v1/realtime"
+    ) as socket:
+        socket.receive_json()
+        socket.send_text(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 2048}))
+        assert socket.receive_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        assert socket.receive()["code"] == 1009
