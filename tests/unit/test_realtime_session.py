@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.fakes import FakeLLM, FakeSTT, RecordingMeter, SlowTTS, turn_core
+from tests.unit.fakes import FakeConversations, FakeLLM, FakeSTT, RecordingMeter, SlowTTS, turn_core
 from voice_orchestrator.api.gate import Gate
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.realtime.codecs import encode
@@ -47,10 +47,12 @@ class Harness:
         llm: FakeLLM | None = None,
         tts: SlowTTS | None = None,
         preemptive: bool = True,
+        conversations: FakeConversations | None = None,
+        memory_id: str | None = None,
         **settings: Any,
     ) -> None:
         self.stt, self.llm, self.tts = stt or FakeSTT(), llm or FakeLLM(), tts or SlowTTS()
-        self.core = turn_core(self.stt, self.llm, self.tts, **settings)
+        self.core = turn_core(self.stt, self.llm, self.tts, conversations, **settings)
         self.meter = RecordingMeter()
         self.gate = Gate(Live(IngressSettings(**settings)), self.meter)
         self.events: list[dict[str, Any]] = []
@@ -71,6 +73,7 @@ class Harness:
             voices=self._voices,
             meter=self.meter,
             usage=self.llm.usage,
+            memory_id=memory_id,
             detector=lambda config: TurnDetector(config, LoudnessDetector()),
         )
 
@@ -515,3 +518,25 @@ async def test_speech_before_an_answer_starts_folds_both_turns_into_one_answer()
     assert h.types().count("input_audio_buffer.committed") == 2
     assert h.types().count("response.created") == 1
     assert h.llm.requests[-1].text == "Tokyo and Kyoto"
+
+
+async def test_a_named_session_is_kept_in_the_conversations_stage() -> None:
+    conversations = FakeConversations()
+    first = Harness(llm=FakeLLM(answer="Tokyo."), conversations=conversations, memory_id="kitchen")
+    await first.session.start()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital?"}]}
+    await first.client("conversation.item.create", item=item)
+    await first.client("response.create")
+    await first.done()
+    await first.session.close()
+    # A new socket naming the same session goes on from there (and so would the REST routes).
+    second = Harness(llm=FakeLLM(answer="Big."), conversations=conversations, memory_id="kitchen")
+    await second.session.start()
+    item["content"] = [{"type": "input_text", "text": "How big?"}]
+    await second.client("conversation.item.create", item=item)
+    await second.client("response.create")
+    await second.done()
+    assert [(turn.user, turn.assistant) for turn in second.llm.requests[-1].history] == [
+        ("Capital?", "Tokyo.")
+    ]
+    assert len(conversations.store.history("kitchen")) == 2
