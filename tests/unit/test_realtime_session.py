@@ -40,6 +40,10 @@ class LoudnessDetector:
         return [0.9 if float(np.abs(frame).mean()) > 0.05 else 0.0 for frame in frames]
 
 
+def typed(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
 class Harness:
     def __init__(
         self,
@@ -99,6 +103,11 @@ class Harness:
 
     async def client(self, kind: str, **fields: Any) -> None:
         await self.session.handle(json.dumps({"type": kind, **fields}))
+
+    async def ask(self, text: str, **response: Any) -> None:
+        """A typed user message, then `response.create` (with `response` options when given)."""
+        await self.client("conversation.item.create", item=typed(text))
+        await self.client("response.create", **({"response": response} if response else {}))
 
     async def audio(self, seconds: float, loud: bool, fmt: str = "audio/pcm", rate: int = RATE) -> None:
         """`seconds` of speech (loud noise) or silence, in 20 ms appends, ten times faster than real time."""
@@ -238,18 +247,10 @@ async def test_manual_turns_commit_and_answer_on_request() -> None:
 async def test_a_typed_message_is_answered_with_the_conversation_as_history() -> None:
     h = Harness(llm=FakeLLM(answer="Tokyo."))
     await h.session.start()
-    text = {
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": "Capital of Japan?"}],
-    }
-    await h.client("conversation.item.create", item=text)
-    await h.client("response.create")
+    await h.ask("Capital of Japan?")
     await h.done()
     h.llm.answer = "About 14 million."
-    text["content"] = [{"type": "input_text", "text": "And its population?"}]
-    await h.client("conversation.item.create", item=text)
-    await h.client("response.create")
+    await h.ask("And its population?")
     await h.done(2)
     last = h.llm.requests[-1]
     assert last.text == "And its population?"
@@ -261,9 +262,7 @@ async def test_instructions_become_the_system_message() -> None:
     h = Harness(llm=FakeLLM(answer="Ahoy."))
     await h.session.start()
     await h.client("session.update", session={"type": "realtime", "instructions": "Talk like a pirate."})
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hello")
     await h.done()
     messages = h.llm.requests[-1].messages
     assert messages is not None
@@ -304,9 +303,7 @@ async def test_barge_in_cancels_the_answer_and_the_memory_keeps_the_cut() -> Non
 async def test_the_clients_truncate_keeps_what_it_played() -> None:
     h = Harness(llm=FakeLLM(answer="One two three four."))
     await h.session.start()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Count"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Count")
     (done,) = await h.done()
     item_id = done["response"]["output"][0]["id"]
     seconds = len("One two three four.") * 1000 / 16_000
@@ -324,9 +321,7 @@ async def test_text_only_answers_synthesise_nothing() -> None:
     h = Harness(llm=FakeLLM(answer="Tokyo."))
     await h.session.start()
     await h.client("session.update", session={"type": "realtime", "output_modalities": ["text"]})
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital?"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Capital?")
     (done,) = await h.done()
     assert h.of("response.output_text.done")[0]["text"] == "Tokyo."
     assert not h.of("response.output_audio.delta")
@@ -410,9 +405,7 @@ async def test_client_mistakes_are_error_events_and_the_session_goes_on(
     error = h.of("error")[0]["error"]
     assert error["message"]
     assert error["type"] == "invalid_request_error"
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello?"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hello?")
     (done,) = await h.done()
     assert done["response"]["status"] == "completed"
 
@@ -427,9 +420,7 @@ async def test_the_error_event_echoes_the_clients_event_id() -> None:
 async def test_a_second_response_while_one_runs_is_refused() -> None:
     h = Harness(llm=FakeLLM(answer="Slow answer."), tts=SlowTTS(delay=0.3))
     await h.session.start()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hi")
     await h.until(lambda: bool(h.of("response.created")))
     await h.client("response.create")
     assert h.errors() == ["INVALID_REQUEST"]
@@ -445,9 +436,7 @@ async def test_a_failing_stage_fails_the_response_not_the_session() -> None:
     )
     h = Harness(llm=FakeLLM(error=failure))
     await h.session.start()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hi")
     (done,) = await h.done()
     assert done["response"]["status"] == "failed"
     assert done["response"]["status_details"]["error"]["code"] == "LLM_SERVICE_UNAVAILABLE"
@@ -460,9 +449,7 @@ async def test_a_full_server_refuses_the_response_with_an_error_event() -> None:
     h = Harness(max_concurrent_dialogues=1)
     await h.session.start()
     held = h.gate.admit()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hi")
     await h.until(lambda: bool(h.of("error")))
     assert h.errors() == ["TOO_MANY_REQUESTS"]
     assert h.of("error")[0]["error"]["retry_after"] >= 1
@@ -472,9 +459,7 @@ async def test_a_full_server_refuses_the_response_with_an_error_event() -> None:
 async def test_closing_stops_the_answer_and_gives_the_slot_back() -> None:
     h = Harness(llm=FakeLLM(answer="A long answer. With sentences."), tts=SlowTTS(delay=0.5))
     await h.session.start()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-    await h.client("conversation.item.create", item=item)
-    await h.client("response.create")
+    await h.ask("Hi")
     await h.until(lambda: bool(h.of("response.created")))
     async with asyncio.timeout(2):
         await h.session.close()
@@ -524,17 +509,13 @@ async def test_a_named_session_is_kept_in_the_conversations_stage() -> None:
     conversations = FakeConversations()
     first = Harness(llm=FakeLLM(answer="Tokyo."), conversations=conversations, memory_id="kitchen")
     await first.session.start()
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Capital?"}]}
-    await first.client("conversation.item.create", item=item)
-    await first.client("response.create")
+    await first.ask("Capital?")
     await first.done()
     await first.session.close()
     # A new socket naming the same session goes on from there (and so would the REST routes).
     second = Harness(llm=FakeLLM(answer="Big."), conversations=conversations, memory_id="kitchen")
     await second.session.start()
-    item["content"] = [{"type": "input_text", "text": "How big?"}]
-    await second.client("conversation.item.create", item=item)
-    await second.client("response.create")
+    await second.ask("How big?")
     await second.done()
     assert [(turn.user, turn.assistant) for turn in second.llm.requests[-1].history] == [
         ("Capital?", "Tokyo.")
