@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import wave
 
 import av
 import numpy as np
 import pytest
+import soundfile
 from starlette.datastructures import FormData
 
 from tests.unit.test_edge import Recorder, http_scope, plain
@@ -17,7 +19,7 @@ from voice_orchestrator.api.openai.catalog import Catalog, model_id
 from voice_orchestrator.api.openai.chat import finish_reason, reply_request
 from voice_orchestrator.api.openai.chat_audio import has_audio
 from voice_orchestrator.api.openai.chat_protocol import ChatCompletionRequest
-from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo
+from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo, closed_wav
 from voice_orchestrator.api.openai.gateway import sse_data
 from voice_orchestrator.api.openai.protocol import SpeechAudioDelta, TranscriptionForm, TranscriptionSegment
 from voice_orchestrator.api.openai.speech import speakable_sentences
@@ -167,6 +169,23 @@ def test_pcm_is_24_khz_16_bit_and_streams_at_once() -> None:
     first = encoder.encode(_tone(1.0, 22_050), 22_050)
     assert abs(len(first) - 2 * 24_000) <= 4
     assert encoder.finish() == b""
+
+
+def test_wav_streams_from_the_first_sentence_and_every_reader_reads_it_whole() -> None:
+    encoder = SpeechEncoder("wav")
+    first = encoder.encode(_tone(1.0, 22_050), 22_050)
+    assert first.startswith(b"RIFF\xff\xff\xff\xffWAVE")  # the header, its length unknown, then samples
+    assert abs(len(first) - 44 - 2 * 24_000) <= 4
+    data = first + encoder.encode(_tone(0.5, 22_050), 22_050) + encoder.finish()
+    expected = (len(data) - 44) // 2
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="int16")  # libsndfile, as players and scripts
+    assert (rate, len(samples)) == (24_000, expected)
+    with wave.open(io.BytesIO(data)) as reader:  # Python's own reader goes to the end of the stream
+        assert len(reader.readframes(10**9)) // 2 == expected
+    with av.open(io.BytesIO(data), mode="r") as opened:  # FFmpeg
+        assert sum(frame.samples for frame in opened.decode(audio=0)) == expected
+    with wave.open(io.BytesIO(closed_wav(data))) as reader:  # sent whole (chat's message.audio): sizes known
+        assert reader.getnframes() == expected
 
 
 @pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])

@@ -28,7 +28,7 @@ from voice_orchestrator.api.openai.chat_protocol import (
     ChatUsage,
     ChunkChoice,
 )
-from voice_orchestrator.api.openai.encoding import SpeechEncoder
+from voice_orchestrator.api.openai.encoding import SpeechEncoder, closed_wav
 from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, Visit, sse_data
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import (
@@ -207,8 +207,9 @@ class ChatService:
             elif isinstance(event, StreamDoneEvent):
                 transcript = event.metadata.output_text
         data += await asyncio.to_thread(encoder.finish)
+        whole = closed_wav(bytes(data)) if wanted.format == "wav" else bytes(data)
         usage = await self._usage(reply.asked, turn.model_text)
-        message = AssistantMessage(content=None, audio=reply_audio(bytes(data), wanted, transcript))
+        message = AssistantMessage(content=None, audio=reply_audio(whole, wanted, transcript))
         return _completion(reply, message, usage)
 
     async def _ending(self, reply: _Reply, completion: str, usage_wanted: bool) -> AsyncIterator[bytes]:

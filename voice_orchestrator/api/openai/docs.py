@@ -109,7 +109,8 @@ _AUDIO = {"schema": {"type": "string", "format": "binary"}}
 SPEECH_DOCS: dict[str, Any] = {
     "summary": "Text to speech, streamed sentence by sentence (OpenAI's audio.speech)",
     "description": "`response_format` mp3, opus (Ogg), aac (ADTS), flac, wav or pcm (16-bit little-endian "
-    "mono), all 24 kHz mono; `wav` comes whole, the others stream as each sentence is synthesised. "
+    "mono), all 24 kHz mono; every format streams as each sentence is synthesised (`wav` with a header of "
+    "unknown length, 0xFFFFFFFF, as streamed WAV is sent). "
     "`stream_format: sse` sends `speech.audio.delta` events (base64 of the format's bytes) and a "
     "`speech.audio.done`. `voice`: "
     "a voice of GET /v1/audio/voices (it must speak the text's language: Japanese text with an English-only "

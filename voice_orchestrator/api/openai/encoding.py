@@ -1,7 +1,11 @@
 """Speech as OpenAI's `response_format`s, encoded piece by piece (one sentence at a time) with the FFmpeg that
 PyAV bundles: `pcm` (raw 16-bit little-endian mono at 24 kHz, as OpenAI sends it), `wav`, `mp3` (LAME), `opus`
 (in Ogg), `aac` (ADTS) and `flac`. Every format is 24 kHz mono, OpenAI's rate; voices at other rates are
-resampled. `speed` is applied with FFmpeg's `atempo` (pitch kept)."""
+resampled. `speed` is applied with FFmpeg's `atempo` (pitch kept).
+
+Every format streams, WAV included: its header goes out with the first sentence, its RIFF and data sizes set
+to 0xFFFFFFFF ("unknown": the length is not known until the last sentence is made), which FFmpeg, libsndfile
+and Python's `wave` read to the end of the stream."""
 
 from __future__ import annotations
 
@@ -39,16 +43,25 @@ def pcm16(samples: FloatArray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
-def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
-    """A PCM16 mono WAV header for `data_bytes` of samples."""
+UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def wav_header(data_bytes: int | None, rate: int = OUTPUT_RATE) -> bytes:
+    """A PCM16 mono WAV header for `data_bytes` of samples; None: a stream whose length is not known yet."""
+    riff, data = (UNKNOWN_SIZE, UNKNOWN_SIZE) if data_bytes is None else (36 + data_bytes, data_bytes)
     return (
         b"RIFF"
-        + struct.pack("<I", 36 + data_bytes)
+        + struct.pack("<I", riff)
         + b"WAVEfmt "
         + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
         + b"data"
-        + struct.pack("<I", data_bytes)
+        + struct.pack("<I", data)
     )
+
+
+def closed_wav(streamed: bytes) -> bytes:
+    """A streamed WAV (sizes unknown) as a whole file, its sizes filled in: for a reply sent in one piece."""
+    return wav_header(len(streamed) - 44) + streamed[44:]
 
 
 def change_tempo(samples: FloatArray, rate: int, speed: float) -> FloatArray:
@@ -107,12 +120,12 @@ class _Sink(io.RawIOBase):
 
 class SpeechEncoder:
     """Encodes one response: feed each sentence's samples (at their own rate), send what comes back, then
-    `finish()`. `wav` is written whole at `finish()` (its header holds the length); the others stream."""
+    `finish()`. Every format streams (`wav` with a header of unknown length first)."""
 
     def __init__(self, response_format: AudioFormat) -> None:
         self.format = response_format
         self.media_type = MEDIA_TYPES[response_format]
-        self._pcm = bytearray()
+        self._started = False
         self._container: Any = None
         if response_format in _CODECS:
             muxer, codec, sample_format = _CODECS[response_format]
@@ -129,8 +142,9 @@ class SpeechEncoder:
         if self.format == "pcm":
             return pcm16(samples)
         if self.format == "wav":
-            self._pcm += pcm16(samples)
-            return b""
+            header = b"" if self._started else wav_header(None)
+            self._started = True
+            return header + pcm16(samples)
         frame = av.AudioFrame.from_ndarray(
             samples.reshape(1, -1).astype(np.float32), format="flt", layout="mono"
         )
@@ -146,10 +160,8 @@ class SpeechEncoder:
         return self._sink.take()
 
     def finish(self) -> bytes:
-        if self.format == "pcm":
+        if self.format in ("pcm", "wav"):
             return b""
-        if self.format == "wav":
-            return wav_header(len(self._pcm)) + bytes(self._pcm)
         self._mux(None)
         for packet in self._stream.encode(None):
             self._container.mux(packet)
