@@ -505,19 +505,39 @@ async def test_speech_before_an_answer_starts_folds_both_turns_into_one_answer()
     assert h.llm.requests[-1].text == "Tokyo and Kyoto"
 
 
-async def test_a_named_session_is_kept_in_the_conversations_stage() -> None:
+async def test_a_named_session_is_kept_in_the_conversations_stage_as_it_was_heard() -> None:
     conversations = FakeConversations()
-    first = Harness(llm=FakeLLM(answer="Tokyo."), conversations=conversations, memory_id="kitchen")
+    first = Harness(
+        llm=FakeLLM(answer="One two three four."), conversations=conversations, memory_id="kitchen"
+    )
     await first.session.start()
-    await first.ask("Capital?")
-    await first.done()
+    await first.ask("Count")
+    (done,) = await first.done()
+    # The client played half the answer, then the user left: the session keeps the half that was heard.
+    seconds = len("One two three four.") * 1000 / 16_000
+    item_id = done["response"]["output"][0]["id"]
+    await first.client("conversation.item.truncate", item_id=item_id, audio_end_ms=int(seconds * 500))
     await first.session.close()
+    assert [(turn.user, turn.assistant) for turn in conversations.store.history("kitchen")] == [
+        ("Count", "One two")
+    ]
     # A new socket naming the same session goes on from there (and so would the REST routes).
     second = Harness(llm=FakeLLM(answer="Big."), conversations=conversations, memory_id="kitchen")
     await second.session.start()
     await second.ask("How big?")
     await second.done()
-    assert [(turn.user, turn.assistant) for turn in second.llm.requests[-1].history] == [
-        ("Capital?", "Tokyo.")
-    ]
+    assert [(turn.user, turn.assistant) for turn in second.llm.requests[-1].history] == [("Count", "One two")]
+    await second.session.close()
     assert len(conversations.store.history("kitchen")) == 2
+
+
+async def test_a_truncate_past_the_audio_is_refused_and_cancels_nothing() -> None:
+    h = Harness(llm=FakeLLM(answer="A long answer. With sentences."), tts=SlowTTS(delay=0.3))
+    await h.session.start()
+    await h.ask("Hi")
+    await h.until(lambda: bool(h.of("response.output_audio.delta")))
+    item_id = h.of("response.output_item.added")[0]["item"]["id"]
+    await h.client("conversation.item.truncate", item_id=item_id, audio_end_ms=60_000)
+    assert h.errors() == ["INVALID_REQUEST"]
+    (done,) = await h.done()
+    assert done["response"]["status"] == "completed"

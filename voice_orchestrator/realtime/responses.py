@@ -134,6 +134,7 @@ class ResponseRun:
         self.reason: str | None = None
         self.error: OrchestratorError | None = None
         self.first_audio_at: float | None = None
+        self.sent_ms = 0.0  # audio sent so far (a sentence cut half-way counts what went out)
         self.done_event: StreamDoneEvent | None = None
         self._cut = False
         self._played_ms: float | None = None
@@ -145,11 +146,11 @@ class ResponseRun:
         if self.first_audio_at is None:
             return 0.0
         elapsed = ((now or time.perf_counter()) - self.first_audio_at) * 1000.0
-        return min(self.item.audio_ms, max(0.0, elapsed))
+        return min(self.sent_ms, max(0.0, elapsed))
 
     def playing(self) -> bool:
         """Still producing, or (by the estimate) still being played."""
-        return not self.finished.is_set() or self.estimated_played_ms() < self.item.audio_ms
+        return not self.finished.is_set() or self.estimated_played_ms() < self.sent_ms
 
     def cancel(self, reason: str, played_ms: float | None = None) -> None:
         """Stop now: nothing more is sent; the item keeps `played_ms` of speech (None: the estimate)."""
@@ -243,15 +244,18 @@ class ResponseRun:
         await self._send(event("response.output_audio_transcript.delta", **fields, delta=spoken))
         rate = SAMPLE_RATES[self._output]
         samples = resample(sentence.speech.samples, sentence.speech.sample_rate, rate).astype(np.float32)
+        # The item holds the sentence from its first delta on: a listener may play into it before a cut.
+        self.item.sentences.append((sentence.text, len(samples) / rate))
         step = int(rate * DELTA_SECONDS)
         for start in range(0, len(samples), step):
             if self._cut:
                 return
-            data = base64.b64encode(encode(samples[start : start + step], self._output)).decode("ascii")
+            piece = samples[start : start + step]
+            data = base64.b64encode(encode(piece, self._output)).decode("ascii")
             await self._send(event("response.output_audio.delta", **fields, delta=data))
+            self.sent_ms += len(piece) * 1000.0 / rate
             if self.first_audio_at is None:
                 self.first_audio_at = time.perf_counter()
-        self.item.sentences.append((sentence.text, len(samples) / rate))
 
     async def _finish(self) -> None:
         fields, item = self._fields(), self.item

@@ -190,6 +190,9 @@ class RealtimeSession:
         self._speculation: Speculation | None = None
         self.items: list[Item] = []
         self._past: list[Turn] = []  # a named session's earlier turns
+        # Answers not yet stored in a named session: kept until the next answer starts (or the socket closes),
+        # so a truncation that comes after the answer (the client's played time) is what gets stored.
+        self._unsaved: list[tuple[str, AssistantItem]] = []
         self.response: ResponseRun | None = None
         self._turns = asyncio.Lock()  # one response at a time, in order
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -219,7 +222,8 @@ class RealtimeSession:
         await self._send(event("session.created", session=self.config.describe(self.id)))
 
     async def close(self) -> None:
-        """The client left (or the session ended): every task stops, every slot is given back."""
+        """The client left (or the session ended): every task stops, every slot is given back, and a named
+        session keeps the answers as they were heard."""
         await self._drop_speculation()
         if self.response is not None:
             self.response.cancel("client_cancelled", self.response.estimated_played_ms())
@@ -228,6 +232,12 @@ class RealtimeSession:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._save()
+
+    async def _save(self) -> None:
+        unsaved, self._unsaved = self._unsaved, []
+        for question, answer in unsaved:
+            await self._core.remember(self._memory_id, question, answer.text)
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -396,14 +406,14 @@ class RealtimeSession:
         item = self._item(cut.item_id)
         if not isinstance(item, AssistantItem) or not item.audio:
             raise invalid("Only an assistant item with audio can be truncated.", "item_id")
-        if self.response is not None and self.response.item is item and not self.response.finished.is_set():
-            self.response.cancel("client_cancelled", float(cut.audio_end_ms))
-            await self.response.finished.wait()
         if cut.audio_end_ms > item.audio_ms + 1:
             raise invalid(
                 f"audio_end_ms {cut.audio_end_ms} is past the item's {item.audio_ms:.0f} ms of audio.",
                 "audio_end_ms",
             )
+        if self.response is not None and self.response.item is item and not self.response.finished.is_set():
+            self.response.cancel("client_cancelled", float(cut.audio_end_ms))
+            await self.response.finished.wait()
         item.truncate(float(cut.audio_end_ms))
         await self._send(
             event(
@@ -658,6 +668,7 @@ class RealtimeSession:
                 await prepared.feed.discard()
                 self._meter.record(REALTIME_PREEMPTIVE, 1.0, {"outcome": "discarded"})
             return
+        await self._save()
         question = self._question()
         admission: Admission | None = None
         if prepared is not None and prepared.feed is not None:
@@ -689,8 +700,8 @@ class RealtimeSession:
         self._record(run, question.language)
         if run.status == "failed" and not run.item.text and run.item in self.items:
             self.items.remove(run.item)  # nothing was said: the question is still open
-        if in_conversation and self._memory_id is not None:
-            await self._core.remember(self._memory_id, question.text, run.item.text)
+        if in_conversation and self._memory_id is not None and run.item in self.items:
+            self._unsaved.append((question.text, run.item))
 
     def _counter(self, question: ReplyRequest) -> Callable[[str], Awaitable[TokenUsage]] | None:
         count = self._usage
