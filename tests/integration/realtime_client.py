@@ -31,6 +31,15 @@ def pcm24k(wav: bytes) -> bytes:
     return (np.clip(resample(samples, rate, RATE), -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
+def in_order(types: list[str], wanted: list[str]) -> bool:
+    """Whether `wanted` occurs in `types` in this order (other events between them allowed)."""
+    position = 0
+    for kind in types:
+        if position < len(wanted) and kind == wanted[position]:
+            position += 1
+    return position == len(wanted)
+
+
 def silence(seconds: float) -> bytes:
     return bytes(2 * int(RATE * seconds))
 

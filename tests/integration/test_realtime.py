@@ -23,6 +23,7 @@ from tests.integration.realtime_client import (
     barge_in,
     collect,
     connect,
+    in_order,
     pcm24k,
     silence,
     stream,
@@ -44,14 +45,6 @@ IN_ORDER = [
     "response.output_item.done",
     "response.done",
 ]
-
-
-def in_order(types: list[str], wanted: list[str]) -> bool:
-    position = 0
-    for kind in types:
-        if position < len(wanted) and kind == wanted[position]:
-            position += 1
-    return position == len(wanted)
 
 
 def ws_url(base_url: str) -> str:

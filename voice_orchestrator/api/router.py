@@ -58,7 +58,7 @@ def _state(request: Request) -> IngressState:
 
 @router.get("/", include_in_schema=False)
 async def page(request: Request) -> HTMLResponse:
-    """The push-to-talk browser client (its API key, if any, is typed in by the user)."""
+    """The browser client: push-to-talk and hands-free conversation (its API key, if any, is typed in)."""
     return HTMLResponse(_state(request).page)
 
 
