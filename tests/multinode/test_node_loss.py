@@ -328,10 +328,12 @@ def test_losing_the_stage_node_keeps_the_contract_and_recovers(
     cluster: LocalCluster, japanese_question: tuple[bytes, str]
 ) -> None:
     clip = japanese_question[0]
-    http_port = free_ports(1)[0]
-    url = f"http://127.0.0.1:{http_port}"
     cluster.start_node("head", num_cpus=1, resources={INGRESS_RESOURCE: 10}, head=True)
     cluster.start_node("stage-a", num_cpus=2, resources={STAGE_RESOURCE: 10})
+    # Picked once the nodes hold their ports: picked before, it could be one of the ports a node was then
+    # given (the same range), and Serve's proxy failed to bind it (seen once in CI).
+    http_port = free_ports(1)[0]
+    url = f"http://127.0.0.1:{http_port}"
     _in_driver(_start_serve_and_deploy, cluster.address, _ray_env(cluster.root), http_port)
     placed = _in_driver(_resources_in_use, cluster.address, _ray_env(cluster.root))
     assert placed[STAGE_RESOURCE] == len(STAGES), placed  # each stage replica holds one, on the stage node
