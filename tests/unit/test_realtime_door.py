@@ -108,3 +108,21 @@ def test_a_message_over_the_size_limit_is_an_error_then_1009() -> None:
         socket.send_text(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 2048}))
         assert socket.receive_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
         assert socket.receive()["code"] == 1009
+
+
+def test_the_session_voice_is_any_voice_of_the_engine_and_an_unknown_one_is_refused() -> None:
+    with TestClient(fake_app().app).websocket_connect("/v1/realtime") as socket:
+        socket.receive_json()
+        for voice in ("jf_alpha", "en_US-joe", "alloy"):  # a Japanese-only voice, an English one, OpenAI's
+            socket.send_text(
+                json.dumps({"type": "session.update", "session": {"audio": {"output": {"voice": voice}}}})
+            )
+            updated = socket.receive_json()
+            assert updated["type"] == "session.updated", updated
+            assert updated["session"]["audio"]["output"]["voice"] == voice
+        socket.send_text(
+            json.dumps({"type": "session.update", "session": {"audio": {"output": {"voice": "nobody"}}}})
+        )
+        refused = socket.receive_json()
+    assert refused["type"] == "error"
+    assert refused["error"]["param"] == "voice"

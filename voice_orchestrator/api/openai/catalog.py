@@ -178,6 +178,18 @@ class Catalog:
         if name.lower() not in OPENAI_VOICES and all(voice.id != name for voice in self.voices):
             self.voice_for(name, "")  # raises the unknown-voice error
 
+    def voice_choice(self, name: str) -> Callable[[str], str | None]:
+        """Per sentence: the voice `name`, or, for a sentence in a script it cannot read, None (that script's
+        default voice)."""
+
+        def choose(text: str) -> str | None:
+            try:
+                return self.voice_for(name, text)
+            except OrchestratorError:
+                return None
+
+        return choose
+
     def voice_for(self, name: str, text: str) -> str | None:
         """The engine voice for a speech request: None (the engine's own choice by the text's script) for an
         OpenAI voice name; a voice of the engine that speaks the text's language; otherwise a clear 400."""

@@ -83,15 +83,7 @@ class ChatVoice:
     async def voice_choice(self, wanted: AudioOutput) -> VoiceChoice:
         """Per sentence: the asked voice, or, for a sentence in a script it cannot read, None (that script's
         default voice)."""
-        catalog = await self._gateway.catalog()
-
-        def choose(text: str) -> str | None:
-            try:
-                return catalog.voice_for(wanted.voice, text)
-            except OrchestratorError:
-                return None
-
-        return choose
+        return (await self._gateway.catalog()).voice_choice(wanted.voice)
 
 
 def reply_audio(pcm: bytes, wanted: AudioOutput, transcript: str) -> ReplyAudio:

@@ -157,15 +157,8 @@ class RealtimeService:
         """Per sentence: the session's voice, or for a sentence it cannot read, that script's default voice.
         An unknown name is refused at once."""
         catalog = await self._gateway.catalog()
-        catalog.voice_for(name, "a")  # raises for a voice that does not exist
-
-        def choose(text: str) -> str | None:
-            try:
-                return catalog.voice_for(name, text)
-            except OrchestratorError:
-                return None
-
-        return choose
+        catalog.check_voice(name)
+        return catalog.voice_choice(name)
 
     async def _usage(self, question: ReplyRequest, completion: str) -> TokenUsage:
         return await self._gateway.core.call("llm", self._llm.usage(question, completion))
