@@ -21,10 +21,12 @@ from voice_orchestrator.api.gate import Gate
 from voice_orchestrator.api.openai.router import OpenAIServices
 from voice_orchestrator.api.router import IngressState, create_app
 from voice_orchestrator.api.serving import DialogueService
+from voice_orchestrator.metrics import WYOMING_CONNECTIONS, MetricSpec
 from voice_orchestrator.protocol import EngineInfo
 from voice_orchestrator.settings import IngressSettings, Live, apply_live
 from voice_orchestrator.status import DeploymentView, StatusReporter
 from voice_orchestrator.turn import TurnCore
+from voice_orchestrator.wyoming.server import WyomingServer
 
 logger = logging.getLogger("deployments.ingress")
 STAGE_WATCH_INTERVAL_S = 1.0
@@ -94,7 +96,9 @@ class Orchestrator:
         self._configured = False
         openai = OpenAIServices.build(self._gate, core, self._meter, self._engine_info, stages["llm"])
         self._state = IngressState(self._gate, dialogues, status, self._conversations, openai=openai)
-        self._stop_gauges = keep_gauges_fresh(self._meter, self._gate.gauges)
+        self._wyoming = WyomingServer(openai.gateway, self._meter)  # listens once reconfigure() says where
+        self._stop_gauges = keep_gauges_fresh(self._meter, self._gauges)
+
         self._views_lock = threading.Lock()
         self._views_asked_at = 0.0
         threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
@@ -125,15 +129,28 @@ class Orchestrator:
         app.state.ingress = self._state
         return app
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Live settings (the deployment's user_config; see `apply_live`: refused whole when invalid)."""
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Live settings (the deployment's user_config; see `apply_live`: refused whole when invalid), and
+        the Wyoming listener moved to match (a port that cannot be bound fails the start; on a running
+        replica it refuses the new settings and the old listener stays)."""
         running = self._live.current if self._configured else None
         live = apply_live(IngressSettings, config, running)
+        try:
+            await self._wyoming.apply(live)
+        except OSError as error:
+            message = f"the Wyoming door cannot listen on {live.wyoming_host}:{live.wyoming_port}: {error}"
+            if running is None:
+                raise RuntimeError(message) from error
+            logger.error("user_config refused, the running settings stay: %s", message)
+            return
         self._configured = True
         setup_replica(live.log_transcripts)
         self._live.current = live  # turns under way keep the settings they started with
-        for spec, value in self._gate.gauges():
+        for spec, value in self._gauges():
             self._meter.record(spec, value)
+
+    def _gauges(self) -> list[tuple[MetricSpec, float]]:
+        return [*self._gate.gauges(), (WYOMING_CONNECTIONS, float(self._wyoming.connections))]
 
     def _retry_after(self) -> int:
         return self._live.current.retry_after_seconds

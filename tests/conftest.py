@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +26,13 @@ def _profile_models() -> dict[str, object]:
     return {section: args[section] for section in ("stt", "llm", "tts")}
 
 
-# The embedded profile's models (English answered by SmolLM2, Japanese by Gemma), with small limits so the
-# tests can reach them cheaply; everything else is the default.
-TEST_ARGS = {
-    **_profile_models(),
-    "max_concurrent_dialogues": 2,
-    "max_upload_bytes": 2 * 1024 * 1024,
-    "status_cache_seconds": 0.5,
-    "max_realtime_sessions": 3,
-}
-
-
-# Serve's proxy cuts any request (and, unless the edge says otherwise, any socket) after this long, as the
-# profile's `request_timeout_s` does after 180 s; above every REST test's longest request (the app's upload
-# deadline is 60 s), short enough that a realtime session can be held past it in a test.
-PROXY_TIMEOUT_S = 75.0
-
-
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
     # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
     # free now could be handed to another socket before Serve's proxy binds it.
     ports: list[int] = []
     for port in random.sample(range(20_000, 30_000), 200):
+        if port in exclude:  # free now, but promised to another listener of the test app
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -59,10 +44,32 @@ def free_ports(count: int) -> list[int]:
     raise RuntimeError("no free ports in 20000-29999")
 
 
+# The Wyoming door's port (chosen once per test process, so redeployed apps keep it).
+WYOMING_PORT = free_ports(1)[0]
+
+# The embedded profile's models (English answered by SmolLM2, Japanese by Gemma), with small limits so the
+# tests can reach them cheaply, and the Wyoming door on; everything else is the default.
+TEST_ARGS = {
+    **_profile_models(),
+    "max_concurrent_dialogues": 2,
+    "max_upload_bytes": 2 * 1024 * 1024,
+    "status_cache_seconds": 0.5,
+    "max_realtime_sessions": 3,
+    "wyoming_port": WYOMING_PORT,
+    "wyoming_max_connections": 4,
+}
+
+
+# Serve's proxy cuts any request (and, unless the edge says otherwise, any socket) after this long, as the
+# profile's `request_timeout_s` does after 180 s; above every REST test's longest request (the app's upload
+# deadline is 60 s), short enough that a realtime session can be held past it in a test.
+PROXY_TIMEOUT_S = 75.0
+
+
 @pytest.fixture(scope="session")
 def cluster_ports() -> tuple[int, int]:
     """(Serve's HTTP port, Ray's Prometheus metrics port)."""
-    http_port, metrics_port = free_ports(2)
+    http_port, metrics_port = free_ports(2, exclude={WYOMING_PORT})
     return http_port, metrics_port
 
 

@@ -47,11 +47,21 @@ def _invalid(message: str, **details: object) -> OrchestratorError:
     return OrchestratorError(OrchestratorErrorCode.INVALID_AUDIO_FORMAT, message, details=details or None)
 
 
-def _too_long(seconds: float, limits: AudioLimits) -> OrchestratorError:
+def audio_too_long(seconds: float, limits: AudioLimits) -> OrchestratorError:
+    """AUDIO_TOO_LONG, with the duration found and the limit."""
     return OrchestratorError(
         OrchestratorErrorCode.AUDIO_TOO_LONG,
         f"Audio is longer than the {limits.max_seconds:g} s limit.",
         details={"duration_s": round(seconds, 3), "max_audio_seconds": limits.max_seconds},
+    )
+
+
+def audio_too_short(seconds: float, limits: AudioLimits) -> OrchestratorError:
+    """AUDIO_TOO_SHORT, with the duration found and the minimum."""
+    return OrchestratorError(
+        OrchestratorErrorCode.AUDIO_TOO_SHORT,
+        f"Audio is shorter than the {limits.min_seconds:g} s minimum.",
+        details={"duration_s": round(seconds, 3), "min_audio_seconds": limits.min_seconds},
     )
 
 
@@ -98,7 +108,7 @@ def _decode(data: bytes, limits: AudioLimits) -> DecodedAudio:
 
         declared = _declared_duration(container, stream)
         if declared is not None and declared > limits.max_seconds:
-            raise _too_long(declared, limits)
+            raise audio_too_long(declared, limits)
 
         samples = _decode_stream(container, stream, limits)
 
@@ -108,11 +118,7 @@ def _decode(data: bytes, limits: AudioLimits) -> DecodedAudio:
         samples=samples, source_format=format_name, source_sample_rate=rate, source_channels=channels
     )
     if decoded.duration_s < limits.min_seconds:
-        raise OrchestratorError(
-            OrchestratorErrorCode.AUDIO_TOO_SHORT,
-            f"Audio is shorter than the {limits.min_seconds:g} s minimum.",
-            details={"duration_s": round(decoded.duration_s, 3), "min_audio_seconds": limits.min_seconds},
-        )
+        raise audio_too_short(decoded.duration_s, limits)
     return decoded
 
 
@@ -130,14 +136,14 @@ def _decode_stream(
             chunks.append(chunk)
             total += chunk.size
         if total > max_samples:
-            raise _too_long(total / TARGET_SAMPLE_RATE, limits)
+            raise audio_too_long(total / TARGET_SAMPLE_RATE, limits)
     for out in resampler.resample(None):
         chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     samples = np.concatenate(chunks)
     if samples.size > max_samples:
-        raise _too_long(samples.size / TARGET_SAMPLE_RATE, limits)
+        raise audio_too_long(samples.size / TARGET_SAMPLE_RATE, limits)
     return samples
 
 

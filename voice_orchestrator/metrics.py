@@ -175,6 +175,26 @@ REALTIME_PREEMPTIVE = MetricSpec(
     ("outcome",),
 )
 
+# Recorded by the ingress for the Wyoming door (Home Assistant); `kind` is describe, transcribe, synthesize
+# (one `synthesize` event) or synthesize_stream (synthesize-start ... synthesize-stop).
+WYOMING_REQUESTS = MetricSpec(
+    "voice_wyoming_requests",
+    "counter",
+    "Wyoming requests by kind, outcome (served/rejected/client_error/server_error) and error code.",
+    ("kind", "outcome", "error_code"),
+)
+WYOMING_LATENCY = MetricSpec(
+    "voice_wyoming_latency_ms",
+    "histogram",
+    "Time of a served Wyoming request (transcribe: audio-stop to transcript; synthesize: request to its last "
+    "audio), in milliseconds.",
+    ("kind",),
+    LATENCY_MS_BUCKETS,
+)
+WYOMING_CONNECTIONS = MetricSpec(
+    "voice_wyoming_connections", "gauge", "Wyoming connections open on this ingress replica."
+)
+
 ALL_METRICS: tuple[MetricSpec, ...] = (
     STAGE_LATENCY,
     INPUT_AUDIO,
@@ -196,6 +216,9 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     REALTIME_FIRST_AUDIO,
     REALTIME_BARGE_INS,
     REALTIME_PREEMPTIVE,
+    WYOMING_REQUESTS,
+    WYOMING_LATENCY,
+    WYOMING_CONNECTIONS,
 )
 
 

@@ -236,7 +236,24 @@ class RealtimeSettings(_FromEnvironment):
     realtime_preemptive_delay_ms: int = Field(default=150, ge=0, le=5_000)
 
 
-class IngressSettings(OpenAIRouteSettings, RealtimeSettings):
+class WyomingSettings(_FromEnvironment):
+    """Orchestrator, the Wyoming door (Home Assistant's voice protocol, voice_orchestrator/wyoming/): a TCP
+    listener in each ingress replica, off until a port is set. Admission (a dialogue slot per request),
+    `max_audio_seconds`, `max_speech_input_chars` and the stage timeouts are shared with the other routes.
+    Wyoming has no authentication: `api_key` does not cover it, so keep the host private (loopback, or a
+    network only Home Assistant reaches)."""
+
+    # The TCP port (Home Assistant's convention for a speech server: 10300); None: no listener. Replicas on
+    # one node share the port (SO_REUSEPORT: the kernel spreads connections between them).
+    wyoming_port: int | None = Field(default=None, ge=1, le=65_535)
+    wyoming_host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    # Connections open at once per ingress replica; one more gets an `error` event and is closed.
+    wyoming_max_connections: int = Field(default=16, ge=1, le=10_000)
+    # A connection with no event for this long is closed (a request under way is not cut).
+    wyoming_idle_timeout_seconds: float = Field(default=60.0, gt=0.0)
+
+
+class IngressSettings(OpenAIRouteSettings, RealtimeSettings, WyomingSettings):
     """Orchestrator: admission, limits, timeouts, streaming, status and logging (and the /v1 bounds)."""
 
     min_audio_seconds: float = Field(default=0.5, ge=0.0)

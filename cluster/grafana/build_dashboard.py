@@ -76,6 +76,22 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         quantiles("ray_voice_realtime_end_of_speech_to_first_audio_ms", "language", "{{language}}"),
     ),
     (
+        "Wyoming (Home Assistant) requests per second and connections open",
+        "reqps",
+        [
+            (
+                f"sum by (kind, outcome) (rate(ray_voice_wyoming_requests_total{{{APP}}}{RATE}))",
+                "{{kind}} {{outcome}}",
+            ),
+            (f"sum(ray_voice_wyoming_connections{{{APP}}})", "connections open"),
+        ],
+    ),
+    (
+        "Wyoming (Home Assistant) latency p50 / p95 by kind",
+        "ms",
+        quantiles("ray_voice_wyoming_latency_ms", "kind", "{{kind}}"),
+    ),
+    (
         "HTTP requests per second (Serve proxy)",
         "reqps",
         [

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.audio_factory import encode, tone
 from tests.integration.http import assert_error, post_dialogue
 from tests.integration.realtime_client import barge_in
+from tests.integration.wyoming_client import describe
 from tests.unit.test_metrics import dashboard_metric_names
 from voice_orchestrator.metrics import ALL_METRICS
 
@@ -128,6 +129,8 @@ def test_every_dashboard_metric_is_exported(
     httpx.get(f"{base_url}/v1/models", timeout=30).raise_for_status()
     # And a realtime session whose answer is cut by the next spoken question, answered preemptively.
     asyncio.run(barge_in(base_url, english_question[0]))
+    # And a Wyoming (Home Assistant) request.
+    asyncio.run(describe())
     wanted = dashboard_metric_names()
 
     def exported(samples: Samples) -> set[str]:

@@ -1,0 +1,184 @@
+"""The Wyoming door (Home Assistant's voice protocol) on the real app: the `wyoming` package's client as Home
+Assistant's integration drives it — describe, transcribe, synthesize, streamed synthesis — and a client that
+breaks the protocol: each refusal an `error` event with the API's code, and the server serving on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from wyoming.asr import Transcribe, Transcript
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+
+from tests.conftest import TEST_ARGS, WYOMING_PORT
+from tests.integration.wyoming_client import (
+    HOST,
+    collect,
+    describe,
+    pcm16k,
+    read,
+    send_audio,
+    synthesize,
+    synthesize_streamed,
+    transcribe,
+)
+
+pytestmark = pytest.mark.integration
+
+# Speech rates far outside any voice's (seconds per character): the audio must be speech of this text.
+SECONDS_PER_CHAR = {"ja": (0.05, 0.5), "en": (0.02, 0.2)}
+
+
+async def test_describe_advertises_our_whisper_and_voices_with_their_languages(base_url: str) -> None:
+    info = await describe()
+    [asr] = info.asr
+    assert {"ja", "en"} <= set(asr.models[0].languages)
+    [tts] = info.tts
+    assert tts.supports_synthesize_streaming
+    voices = {voice.name: voice.languages for voice in tts.voices}
+    async with httpx.AsyncClient(timeout=30) as http:
+        listed = (await http.get(f"{base_url}/v1/audio/voices")).json()["data"]
+    assert voices == {voice["id"]: voice["languages"] for voice in listed}  # one catalog, one truth
+    assert voices["jf_alpha"] == ["ja"]
+
+
+@pytest.mark.parametrize("language", ["ja", "en", None])
+async def test_a_spoken_question_is_transcribed(
+    base_url: str,
+    language: str | None,
+    japanese_question: tuple[bytes, str],
+    english_question: tuple[bytes, str],
+) -> None:
+    wav, keyword = english_question if language == "en" else japanese_question
+    event = await transcribe(pcm16k(wav), language)  # None: the language is detected
+    assert Transcript.is_type(event.type), event
+    transcript = Transcript.from_event(event)
+    assert keyword in transcript.text.lower()
+    assert transcript.language == (language or "ja")
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "keyword", "language"),
+    [
+        ("今日は晴れです。", "jf_alpha", "晴れ", "ja"),
+        ("The weather is sunny today.", "en_US-joe-medium", "sunny", "en"),
+        ("The weather is sunny today.", None, "sunny", "en"),  # no voice named: the script's default voice
+    ],
+)
+async def test_synthesized_speech_says_the_text(
+    base_url: str, text: str, voice: str | None, keyword: str, language: str
+) -> None:
+    received = await synthesize(text, voice)
+    assert not received.errors, received.errors
+    [utterance] = received.utterances
+    assert (utterance.width, utterance.channels) == (2, 1)
+    assert utterance.rate in (22050, 24000)  # the Piper and Kokoro voices' own rates
+    low, high = SECONDS_PER_CHAR[language]
+    assert low * len(text) < utterance.seconds < high * len(text)
+    # What was said is the text: heard back through the door's own recogniser.
+    heard = Transcript.from_event(await transcribe(utterance.as_16k(), language))
+    assert keyword in heard.text.lower()
+
+
+async def test_a_streamed_synthesis_speaks_each_sentence_as_soon_as_it_is_complete(base_url: str) -> None:
+    pieces = ["It will be sunny today. And tomor", "row it will ", "rain in the afternoon."]
+    received = await synthesize_streamed(pieces, "en_US-joe-medium")
+    assert not received.errors, received.errors
+    assert received.stopped
+    # The first sentence was spoken before the rest of the text was sent; the rest after it, once (the plain
+    # `synthesize` sent inside the stream for older servers is not spoken again).
+    assert len(received.utterances) == 2
+    first, second = received.utterances
+    assert 0.5 < first.seconds < 4.0
+    assert 0.8 < second.seconds < 6.0
+    heard = Transcript.from_event(await transcribe(second.as_16k(), "en"))
+    assert "rain" in heard.text.lower()
+
+
+async def test_malformed_events_get_error_events_and_the_server_serves_on(base_url: str) -> None:
+    # A field of the wrong type: an error naming it, and the connection stays usable.
+    async with AsyncTcpClient(HOST, WYOMING_PORT) as client:
+        await client.write_event(Event(type="synthesize", data={"text": 5}))
+        error = await read(client)
+        assert error is not None
+        assert Error.is_type(error.type)
+        assert Error.from_event(error).code == "INVALID_REQUEST"
+        assert "text" in Error.from_event(error).text
+        await client.write_event(Describe().event())
+        info = await read(client)
+        assert info is not None
+        assert Info.is_type(info.type)
+
+    # Bytes that are not an event, and an event announcing a 2 GB payload: an error, then the end of the
+    # connection (the stream cannot be followed any more).
+    huge = json.dumps({"type": "audio-chunk", "payload_length": 2**31}).encode() + b"\n"
+    for garbage in (b"\xff\xfenot json\n", huge):
+        reader, writer = await asyncio.open_connection(HOST, WYOMING_PORT)
+        try:
+            writer.write(garbage)
+            await writer.drain()
+            async with asyncio.timeout(30):
+                header = json.loads(await reader.readline())
+                body = json.loads(await reader.readexactly(header["data_length"]))
+                assert header["type"] == "error"
+                assert body["code"] == "INVALID_REQUEST"
+                assert await reader.read() == b""  # closed by the server
+        finally:
+            writer.close()
+
+    # A synthesize-chunk outside a stream, a synthesize-stop without a start: errors, nothing spoken.
+    async with AsyncTcpClient(HOST, WYOMING_PORT) as client:
+        await client.write_event(Event(type="synthesize-chunk", data={"text": "Hi."}))
+        error = await read(client)
+        assert error is not None
+        assert Error.from_event(error).code == "INVALID_REQUEST"
+    assert (await describe()).tts
+
+
+async def test_an_oversize_audio_stream_is_refused_while_it_is_sent(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    limit_s = 60.0  # the default max_audio_seconds
+    one_second = bytes(2 * 16000)
+    async with AsyncTcpClient(HOST, WYOMING_PORT) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await send_audio(client, one_second * int(limit_s + 5))
+        received = await collect(client, "audio-stop")
+    assert [Error.from_event(error).code for error in received.errors] == ["AUDIO_TOO_LONG"]
+    assert received.ended or received.errors
+    # The door (and the recogniser behind it) serve the next question as usual.
+    wav, keyword = english_question
+    event = await transcribe(pcm16k(wav), "en")
+    assert keyword in Transcript.from_event(event).text.lower()
+
+
+async def test_silence_is_an_empty_transcript_and_too_short_audio_an_error(base_url: str) -> None:
+    silence = await transcribe(bytes(2 * 16000 * 2), "en")
+    assert Transcript.is_type(silence.type)
+    assert Transcript.from_event(silence).text == ""
+    short = await transcribe(bytes(2 * 1600), "en")  # 0.1 s, under min_audio_seconds
+    assert Error.from_event(short).code == "AUDIO_TOO_SHORT"
+
+
+async def test_connections_beyond_the_limit_are_refused_with_an_error(base_url: str) -> None:
+    limit = int(TEST_ARGS["wyoming_max_connections"])  # type: ignore[call-overload]
+    held = [await asyncio.open_connection(HOST, WYOMING_PORT) for _ in range(limit)]
+    try:
+        await asyncio.sleep(0.5)  # accepted and counted
+        reader, writer = await asyncio.open_connection(HOST, WYOMING_PORT)
+        async with asyncio.timeout(30):
+            header = json.loads(await reader.readline())
+            body = json.loads(await reader.readexactly(header["data_length"]))
+        writer.close()
+        assert header["type"] == "error"
+        assert body["code"] == "TOO_MANY_REQUESTS"
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+    await asyncio.sleep(0.5)
+    assert (await describe()).asr
