@@ -8,7 +8,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint test-main test-vllm test-coqui test-pipecat test-wheel test-multinode check-gpu-resolution wheel bench bench-stream
+.PHONY: install serve test lint test-main test-vllm test-coqui test-pipecat test-wyoming-openai test-wheel test-multinode check-gpu-resolution wheel bench bench-stream
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint test-main test-vllm test-coqui test-pipecat test-wheel test-multinode check-gpu-resolution
+test: lint test-main test-vllm test-coqui test-pipecat test-wyoming-openai test-wheel test-multinode check-gpu-resolution
 
 # Unit, integration (real Ray cluster, real packaged models) and browser tests.
 test-main: install $(VENV)/.browser
@@ -55,6 +55,12 @@ test-pipecat:
 	bash scripts/venv_pipecat.sh
 	.venv-pipecat/bin/mypy tests/clients
 	.venv-pipecat/bin/python -m pytest -ra tests/clients/test_pipecat.py
+
+# Home Assistant's way in: wyoming-openai 0.8.0 (a Wyoming <-> OpenAI proxy, Python 3.12, in .venv-wyoming-openai)
+# pointed at the app's /v1, driven by the `wyoming` client as Home Assistant drives it (≈ 15 s install + 30 s).
+test-wyoming-openai: install
+	bash scripts/venv_wyoming_openai.sh
+	VOICE_WYOMING_OPENAI_TEST=1 $(BIN)/python -m pytest -ra tests/clients/test_wyoming_openai.py
 
 # The wheel that ships (dist/voice_orchestrator-*.whl): the app, the page and both serve profiles.
 wheel: install
