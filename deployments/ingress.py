@@ -96,7 +96,7 @@ class Orchestrator:
         self._configured = False
         openai = OpenAIServices.build(self._gate, core, self._meter, self._engine_info, stages["llm"])
         self._state = IngressState(self._gate, dialogues, status, self._conversations, openai=openai)
-        self._wyoming = WyomingServer(openai.gateway, self._meter)  # listens once reconfigure() says where
+        self._wyoming = WyomingServer(openai.gateway, self._meter)
         self._stop_gauges = keep_gauges_fresh(self._meter, self._gauges)
 
         self._views_lock = threading.Lock()
@@ -124,7 +124,10 @@ class Orchestrator:
                     client.deployment = views.get(stage)
         return views
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """The replica's app; and the Wyoming listener where the starting settings say (on this event loop,
+        the one requests run on; an app deployed without a user_config gets no reconfigure() call)."""
+        await self._wyoming.apply(self._live.current)
         app = create_app()
         app.state.ingress = self._state
         return app

@@ -4,12 +4,16 @@ the deployment down if `reconfigure()` raised: measured, see voice_orchestrator.
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 import ray
 from ray import serve
 
-from tests.conftest import TEST_ARGS
+from tests.conftest import TEST_ARGS, WYOMING_PORT, free_ports
 from tests.integration.http import get_status
+from tests.integration.wyoming_client import describe
 from tests.serving import APP, app_config, deploy
 from voice_orchestrator.config_check import problems
 from voice_orchestrator.protocol import SpeechAudio, SynthesisRequest
@@ -18,9 +22,8 @@ pytestmark = pytest.mark.integration
 
 DEPLOYMENTS = ("Orchestrator", "SpeechToText", "LanguageModel", "TextToSpeech", "Conversations")
 # TEST_ARGS puts these live settings in `args`: a user_config replaces them whole, so it restates them.
-INGRESS = {
-    key: TEST_ARGS[key] for key in ("max_upload_bytes", "status_cache_seconds", "max_realtime_sessions")
-}
+LIVE_IN_ARGS = ("max_upload_bytes", "status_cache_seconds", "max_realtime_sessions", "wyoming_port")
+INGRESS = {key: TEST_ARGS[key] for key in LIVE_IN_ARGS}
 
 
 def replicas() -> dict[str, list[tuple[str, str]]]:
@@ -73,3 +76,25 @@ def test_a_live_setting_changes_without_restarting_the_models(base_url: str) -> 
     assert get_status(base_url)[1].max_concurrent_dialogues == TEST_ARGS["max_concurrent_dialogues"]
     assert spoken_voice() == "kokoro:jf_alpha"
     assert replicas() == before
+
+
+def test_the_wyoming_listener_moves_with_its_live_port_and_a_taken_port_is_refused(base_url: str) -> None:
+    before = replicas()
+    moved = free_ports(1, exclude={WYOMING_PORT})[0]
+    try:
+        deploy(app_config(TEST_ARGS, {"Orchestrator": {**INGRESS, "wyoming_port": moved}}))
+        assert asyncio.run(describe(moved)).asr
+        with pytest.raises(ConnectionRefusedError):
+            asyncio.run(describe(WYOMING_PORT))  # the old port is closed
+
+        # A port another process holds: refused, and the listener stays where it was.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            deploy(app_config(TEST_ARGS, {"Orchestrator": {**INGRESS, "wyoming_port": port}}), 120)
+            assert asyncio.run(describe(moved)).tts
+        assert replicas() == before
+    finally:
+        deploy(app_config(TEST_ARGS))
+    assert asyncio.run(describe()).asr

@@ -9,13 +9,16 @@ import json
 
 import httpx
 import pytest
+from ray import serve
 from wyoming.asr import Transcribe, Transcript
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
+from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from tests.conftest import TEST_ARGS, WYOMING_PORT
+from tests.conftest import TEST_ARGS, WYOMING_PORT, free_ports
+from tests.integration.faults import deploy_orchestrator
 from tests.integration.wyoming_client import (
     HOST,
     collect,
@@ -27,6 +30,7 @@ from tests.integration.wyoming_client import (
     synthesize_streamed,
     transcribe,
 )
+from voice_orchestrator.settings import OrchestratorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +186,31 @@ async def test_connections_beyond_the_limit_are_refused_with_an_error(base_url: 
             held_writer.close()
     await asyncio.sleep(0.5)
     assert (await describe()).asr
+
+
+async def test_a_failing_stage_is_an_error_event_with_its_code_and_the_connection_serves_on(
+    base_url: str, english_question: tuple[bytes, str]
+) -> None:
+    """A second ingress with its own door, on a recogniser and a synthesiser that raise."""
+    for stage, code in (("stt", "STT_SERVICE_UNAVAILABLE"), ("tts", "TTS_SERVICE_UNAVAILABLE")):
+        port = free_ports(1, exclude={WYOMING_PORT})[0]
+        name = f"wyoming-faulty-{stage}"
+        deploy_orchestrator(name, OrchestratorSettings(wyoming_port=port), faulty_stage=stage)
+        try:
+            async with AsyncTcpClient(HOST, port) as client:
+                if stage == "stt":
+                    await client.write_event(Transcribe(language="en").event())
+                    await send_audio(client, pcm16k(english_question[0]))
+                    received = await collect(client, "transcript")
+                else:
+                    await client.write_event(SynthesizeStart().event())
+                    await client.write_event(SynthesizeChunk(text="It is sunny. It is warm.").event())
+                    await client.write_event(SynthesizeStop().event())
+                    received = await collect(client, "synthesize-stopped")
+                    assert received.stopped  # after the error: a client waiting for it is not left hanging
+                assert [Error.from_event(error).code for error in received.errors] == [code]
+                assert "injected" not in Error.from_event(received.errors[0]).text  # the engine's words: logs
+                await client.write_event(Describe().event())  # the connection still serves
+                assert Info.is_type((await read(client) or Event("none")).type)
+        finally:
+            serve.delete(name)

@@ -104,7 +104,8 @@ class Received:
 
 
 async def collect(client: AsyncTcpClient, until: str, limit_s: float = READ_TIMEOUT_S) -> Received:
-    """Audio events until an `until` event (audio-stop, synthesize-stopped) or an error."""
+    """Events until an `until` event (transcript, audio-stop, synthesize-stopped) or, unless a stream's
+    synthesize-stopped is awaited (it follows an error), an error."""
     received = Received()
     while True:
         event = await read(client, limit_s)
@@ -121,7 +122,7 @@ async def collect(client: AsyncTcpClient, until: str, limit_s: float = READ_TIME
             received.errors.append(event)
         if SynthesizeStopped.is_type(event.type):
             received.stopped = True
-        if event.type == until or (event.type == "error" and until == "audio-stop"):
+        if event.type == until or (event.type == "error" and until != "synthesize-stopped"):
             return received
 
 
