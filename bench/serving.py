@@ -4,13 +4,15 @@ working tree or an exported commit), in its own Ray instance, on its own port.""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -73,3 +75,22 @@ def served(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         (tree / name).unlink(missing_ok=True)
+
+
+def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
+    """Loopback ports free now (tests and benches alike)."""
+    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
+    # free now could be handed to another socket before Serve's proxy binds it.
+    ports: list[int] = []
+    for port in random.sample(range(20_000, 30_000), 200):
+        if port in exclude:  # free now, but promised to another listener of the test app
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports in 20000-29999")

@@ -8,13 +8,13 @@ the fixtures so that collecting the unit tests does not import Ray.
 
 from __future__ import annotations
 
-import random
-import socket
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from bench.serving import free_ports
 
 PROFILE = Path(__file__).parents[1] / "serve_config.yaml"
 
@@ -24,24 +24,6 @@ def _profile_models() -> dict[str, object]:
 
     args = yaml.safe_load(PROFILE.read_text())["applications"][0]["args"]
     return {section: args[section] for section in ("stt", "llm", "tts")}
-
-
-def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
-    # Outside Ray's worker ports (10002-19999) and the kernel's ephemeral range (32768+), where a port that is
-    # free now could be handed to another socket before Serve's proxy binds it.
-    ports: list[int] = []
-    for port in random.sample(range(20_000, 30_000), 200):
-        if port in exclude:  # free now, but promised to another listener of the test app
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports in 20000-29999")
 
 
 # The Wyoming door's port (chosen once per test process, so redeployed apps keep it).

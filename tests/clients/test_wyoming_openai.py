@@ -54,7 +54,7 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from tests.conftest import free_ports
+from bench.serving import free_ports
 from tests.integration.wyoming_client import pcm16k, send_audio
 
 ROOT = Path(__file__).resolve().parents[2]

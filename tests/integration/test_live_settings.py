@@ -11,7 +11,8 @@ import pytest
 import ray
 from ray import serve
 
-from tests.conftest import TEST_ARGS, WYOMING_PORT, free_ports
+from bench.serving import free_ports
+from tests.conftest import TEST_ARGS, WYOMING_PORT
 from tests.integration.http import get_status
 from tests.integration.wyoming_client import describe
 from tests.serving import APP, app_config, deploy

@@ -17,7 +17,8 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from tests.conftest import TEST_ARGS, WYOMING_PORT, free_ports
+from bench.serving import free_ports
+from tests.conftest import TEST_ARGS, WYOMING_PORT
 from tests.integration.faults import deploy_orchestrator
 from tests.integration.wyoming_client import (
     HOST,

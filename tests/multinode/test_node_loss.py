@@ -39,7 +39,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_ports
+from bench.serving import free_ports
 from voice_orchestrator.protocol import ErrorBody, StatusResponse
 
 pytestmark = pytest.mark.skipif(

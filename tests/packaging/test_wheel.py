@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from bench.clips import japanese_clip
-from tests.conftest import free_ports
+from bench.serving import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT_S = 1200  # a cold cache compiles llama-cpp-python (≈ 3.5 min on 2 cores)
