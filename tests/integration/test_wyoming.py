@@ -215,3 +215,24 @@ async def test_a_failing_stage_is_an_error_event_with_its_code_and_the_connectio
                 assert Info.is_type((await read(client) or Event("none")).type)
         finally:
             serve.delete(name)
+
+
+async def test_a_stalled_client_is_closed_after_the_idle_timeout(base_url: str) -> None:
+    """Half an event header, then nothing: the connection is closed (its slot freed), not held forever."""
+    port = free_ports(1, exclude={WYOMING_PORT})[0]
+    name = "wyoming-idle"
+    settings = OrchestratorSettings(
+        wyoming_port=port, wyoming_idle_timeout_seconds=1.0, wyoming_max_connections=1
+    )
+    deploy_orchestrator(name, settings)
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b'{"type": "descr')
+        await writer.drain()
+        async with asyncio.timeout(15):
+            assert await reader.read() == b""  # closed by the server
+        writer.close()
+        # Its slot is free again: the only one (wyoming_max_connections=1) serves the next client.
+        assert (await describe(port)).asr
+    finally:
+        serve.delete(name)
