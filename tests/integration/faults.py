@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.ingress import Orchestrator
 from graph import _deployment
-from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest
+from voice_orchestrator.protocol import EngineInfo, Reply, ReplyRequest, TokenUsage
 from voice_orchestrator.settings import OrchestratorSettings
 
 # Replicas cannot import the tests package: ship this module's classes by value.
@@ -100,6 +100,49 @@ class BabblingLanguageModel:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.01})
+class EchoLanguageModel:
+    """A stand-in model that writes whatever the test chose: the user's last message back, or the reply set
+    by `script` (the dialogue's question is speech, so its reply cannot come from the question); streamed
+    in deltas of `delta_chars` characters as a model streams tokens. One replica, one test at a time: the
+    script is this replica's state. Counts the replies it wrote, so a test sees its text reach the turn."""
+
+    def __init__(self) -> None:
+        self._reply: str | None = None
+        self._delta_chars = 4
+        self._written = 0
+
+    async def script(self, reply: str | None, delta_chars: int) -> None:
+        """What the next replies are (None: the user's last message), and their delta size."""
+        if delta_chars < 1:
+            raise ValueError("delta_chars must be positive")
+        self._reply, self._delta_chars = reply, delta_chars
+
+    def _text(self, request: ReplyRequest) -> str:
+        return request.text if self._reply is None else self._reply
+
+    async def reply(self, request: ReplyRequest) -> Reply:
+        text = "".join([delta async for delta in self.stream(request)])
+        return Reply(text=text, language=request.language, completion_tokens=len(text.split()))
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
+        self._written += 1
+        text, size = self._text(request), self._delta_chars
+        for start in range(0, len(text), size):
+            await asyncio.sleep(0)  # a real model yields between tokens: the guard may stop pulling here
+            yield text[start : start + size]
+
+    async def usage(self, request: ReplyRequest, completion: str) -> TokenUsage:
+        prompt, written = len(self._text(request).split()), len(completion.split())
+        return TokenUsage(prompt_tokens=prompt, completion_tokens=written, total_tokens=prompt + written)
+
+    async def replies_written(self) -> int:
+        return self._written
+
+    async def info(self) -> EngineInfo:
+        return EngineInfo(engine="echo", model="echo")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.01})
 class CrashingLanguageModel:
     """A stand-in model whose replica dies in its constructor as llama.cpp's AMX path killed the real one on
     its warm-up generation: SIGSEGV, no Python exception, the worker process gone."""
@@ -117,9 +160,11 @@ def deploy_orchestrator(
     babbling_llm: bool = False,
     scripted_pause_s: float = 0.2,
     crashing_llm: bool = False,
+    echo_llm: bool = False,
 ) -> str:
     """A second real Orchestrator app at /<name>, reusing the main app's stages (and session memory) except
-    `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks)."""
+    `faulty_stage`, or with the scripted model (None: the real one; False: it answers; True: it breaks), the
+    babbling, crashing or echoing one."""
     stages: dict[str, Any] = {
         stage: serve.get_deployment_handle(deployment, app_name="voice")
         for stage, deployment in STAGE_DEPLOYMENTS.items()
@@ -132,6 +177,8 @@ def deploy_orchestrator(
         stages["llm"] = _deployment(BabblingLanguageModel).bind()
     if crashing_llm:
         stages["llm"] = _deployment(CrashingLanguageModel).bind()
+    if echo_llm:
+        stages["llm"] = _deployment(EchoLanguageModel).bind()
     conversations = serve.get_deployment_handle("Conversations", app_name="voice")
     ingress = _deployment(Orchestrator).options(ray_actor_options={"num_cpus": 0.01})
     app = ingress.bind(stages["stt"], stages["llm"], stages["tts"], settings, conversations)

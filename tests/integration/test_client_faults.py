@@ -4,6 +4,7 @@ can speak and prompts longer than the model's context are 400s (never a 503 the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,16 +80,35 @@ def test_a_long_conversation_is_trimmed_and_answered(client: openai.OpenAI) -> N
     assert answer.choices[0].message.content
 
 
+def _parent_pid(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "status").read_text().split("PPid:")[1].split()[0])
+
+
+def _in_this_cluster(pid: int) -> bool:
+    """Whether a process descends from this test process (ray.init started the raylet, which starts the
+    replicas): another test run's cluster on the same machine has replicas of the same names."""
+    ours = os.getpid()
+    for _ in range(32):  # a bounded walk up the process tree
+        if pid == ours:
+            return True
+        if pid <= 1:
+            return False
+        pid = _parent_pid(pid)
+    return False
+
+
 def replica_rss_mb(deployment: str) -> float:
     """Resident memory of the (only) replica process of a deployment of the app, read from /proc."""
     for status in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if f"ServeReplica:voice:{deployment}".encode() in status.read_bytes():
+            if f"ServeReplica:voice:{deployment}".encode() in status.read_bytes() and _in_this_cluster(
+                int(status.parent.name)
+            ):
                 fields = (status.parent / "status").read_text().split("VmRSS:")[1].split()
                 return int(fields[0]) / 1024
         except OSError:  # a process that ended meanwhile
             continue
-    raise LookupError(f"no replica process of {deployment}")
+    raise LookupError(f"no replica process of {deployment} in this test run's cluster")
 
 
 # The bound the README states for a TextToSpeech replica, whatever the input (measured: ≈ 1.2 GB).

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from deployments.stage_client import StageClient
 from tests.unit.fakes import FakeTTS, fake_app
 from voice_orchestrator.api.openai.speech import speakable_sentences
+from voice_orchestrator.engines.embedded_tts import MAX_PHONEMES, bounded_phonemes
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
 from voice_orchestrator.protocol import SynthesisRequest
 from voice_orchestrator.sentences import (
@@ -133,3 +134,22 @@ async def test_an_input_error_passes_as_a_4xx_and_the_stage_stays_healthy() -> N
         await client.synthesize(SynthesisRequest(text="...", language="en"))
     assert refused.value.http_status == 400
     assert client.evidence.failing(60.0) is None  # /status does not turn degraded
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "ˈ", " "]), max_size=1000), st.integers(min_value=2, max_value=300)
+)
+@settings(max_examples=200, deadline=None)
+def test_no_piper_inference_gets_more_phonemes_than_the_bound(phonemes: list[str], most: int) -> None:
+    parts = bounded_phonemes(phonemes, most)
+    assert [phoneme for part in parts for phoneme in part] == phonemes  # nothing lost, nothing reordered
+    assert all(0 < len(part) <= most for part in parts)
+    # A cut falls just after a word gap when one is in the part's second half.
+    for part in parts[:-1]:
+        if " " in part[most // 2 : most]:
+            assert part[-1] == " "
+
+
+def test_ordinary_prose_stays_one_inference() -> None:
+    clause = list("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ")
+    assert bounded_phonemes(clause, MAX_PHONEMES) == [clause]

@@ -79,9 +79,36 @@ class PiperVoice:
         logger.info("Piper voice %s loaded (%d Hz)", self.name, self.sample_rate)
 
     def synthesize(self, text: str) -> SpeechAudio:
-        chunks = [chunk.audio_float_array for chunk in self._voice.synthesize(text, syn_config=self._config)]
+        """Piper's own synthesis (a clause of phonemes an inference, each scaled to full range), with no
+        inference given more than MAX_PHONEMES phonemes."""
+        chunks: list[np.ndarray] = []
+        for phonemes in self._voice.phonemize(text):
+            for part in bounded_phonemes(phonemes, MAX_PHONEMES):
+                audio = self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(part), self._config)
+                assert isinstance(audio, np.ndarray)  # without alignments, the audio alone
+                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                chunks.append(np.clip(audio / peak, -1.0, 1.0) if peak >= 1e-8 else np.zeros_like(audio))
         samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
         return SpeechAudio(samples=samples, sample_rate=self.sample_rate, voice=self.name)
+
+
+# The most phonemes one Piper inference is given: its memory grows with them. A 120-character chunk of English
+# prose is ≈ 140 phonemes; espeak reads a letter it has no rule for as its code point ("letter two six one d
+# three", ≈ 20 phonemes), and 60 such letters in one chunk were 1,240 phonemes: 64 s of speech and +1.4 GB
+# for one inference, the replica past its stated bound. Longer clauses are cut at a word gap.
+MAX_PHONEMES = 300
+
+
+def bounded_phonemes(phonemes: list[str], most: int) -> list[list[str]]:
+    """A clause's phonemes in parts of at most `most`, each cut at its last word gap (" ") in its second
+    half, else at `most`."""
+    parts: list[list[str]] = []
+    while len(phonemes) > most:
+        gaps = [index for index in range(most // 2, most) if phonemes[index] == " "]
+        cut = gaps[-1] + 1 if gaps else most
+        parts.append(phonemes[:cut])
+        phonemes = phonemes[cut:]
+    return [*parts, phonemes] if phonemes else parts
 
 
 class EmbeddedSpeechEngine:
