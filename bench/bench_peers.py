@@ -65,6 +65,9 @@ from bench.stt_clips import recipes, render
 from voice_orchestrator.api.openai.encoding import OUTPUT_RATE
 from voice_orchestrator.audio import AudioLimits, decode_audio, encode_wav_pcm16
 from voice_orchestrator.engines.assets import packaged_whisper_base
+from voice_orchestrator.engines.embedded_tts import EmbeddedSpeechEngine
+from voice_orchestrator.settings import EngineSettings
+from voice_orchestrator.text import is_japanese
 
 CACHE_DIR = Path.home() / ".cache" / "voice-orchestrator"
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -466,11 +469,30 @@ def _error_rate(clip: SpeechClip, heard: list[Heard]) -> str:
     return f"{edits / max(1, length):.1%}"
 
 
+def speech_engine() -> EmbeddedSpeechEngine:
+    """The app's own TTS engine (Kokoro + Piper), in this process: what the server adds is the rest."""
+    settings = EngineSettings()  # the embedded voices, the cache the app uses
+    return EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
+
+
+async def engine_synthesize(engine: EmbeddedSpeechEngine, text: str) -> Spoken:
+    """The whole text in one engine call, as a plain Python program would make it (no first audio before
+    the last)."""
+    started = time.perf_counter()
+    speech = await asyncio.to_thread(engine.synthesize, text, "ja" if is_japanese(text) else "en")
+    elapsed = _ms(started)
+    return _spoken(elapsed, elapsed, speech.duration_s)
+
+
 async def tts_section(
     systems: Systems, http: httpx.AsyncClient, sentences: dict[str, str], runs: int, failures: Failures
 ) -> None:
+    engine = await asyncio.to_thread(speech_engine)
+
     def asks(text: str, voice: str, japanese: bool) -> dict[str, Callable[[], Awaitable[Spoken]]]:
-        ask: dict[str, Callable[[], Awaitable[Spoken]]] = {}
+        ask: dict[str, Callable[[], Awaitable[Spoken]]] = {
+            "engine in-process": partial(engine_synthesize, engine, text)
+        }
         if not japanese:  # wyoming-piper's only Japanese voice is fetched from the hub: none offline
             ask["wyoming-piper"] = partial(wyoming_synthesize, systems.piper, text, voice)
         if systems.door is not None:
@@ -484,7 +506,7 @@ async def tts_section(
         japanese = label.startswith("ja")
         voice = JA_VOICE if japanese else EN_VOICE
         results[label] = await alternate(f"TTS {label}", asks(text, voice, japanese), runs, failures)
-    names = ["wyoming-piper", "ours Wyoming", "ours /v1 pcm", "ours /v1 wav"]
+    names = ["wyoming-piper", "engine in-process", "ours Wyoming", "ours /v1 pcm", "ours /v1 wav"]
     headers = ["text", "audio s"]
     for name in names:
         headers += [f"{name} first p50", f"{name} last p50 / p95"]
@@ -506,7 +528,7 @@ async def tts_section(
         row.append(
             ratio(
                 [s.first_ms for s in got.get("wyoming-piper", [])],
-                [s.first_ms for s in got.get(names[2], [])],
+                [s.first_ms for s in got.get("ours /v1 pcm", [])],
             )
         )
         rows.append(row)
