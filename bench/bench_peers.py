@@ -60,7 +60,7 @@ from bench.bench_dialogue import p50_p95, percentile
 from bench.bench_openai import profile_stt_settings
 from bench.bench_stt import errors
 from bench.clips import english_clip, japanese_clip
-from bench.serving import ROOT, free_ports, served
+from bench.serving import ROOT, free_ports, served, stop_group
 from bench.stt_clips import recipes, render
 from voice_orchestrator.api.openai.encoding import OUTPUT_RATE
 from voice_orchestrator.audio import AudioLimits, decode_audio, encode_wav_pcm16
@@ -167,13 +167,7 @@ def peer(label: str, module: str, port: int, options: list[str]) -> Iterator[int
                 time.sleep(0.5)
             yield port
         finally:
-            if process.poll() is None:  # one that died already has no group left to signal
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_group(process, signal.SIGTERM, 15.0)
 
 
 def whisper_peer(beam: int | None, data_dir: str) -> list[str]:

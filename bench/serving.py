@@ -68,13 +68,21 @@ def served(
             time.sleep(2)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, signal.SIGINT, 60.0)
         (tree / name).unlink(missing_ok=True)
+
+
+def stop_group(process: subprocess.Popen[bytes], first: signal.Signals, grace_s: float) -> None:
+    """Signal a process group started with `start_new_session` (a server and its children), then kill what is
+    left after `grace_s`. One that died already has no group left to signal."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, first)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
