@@ -15,7 +15,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
-from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from bench.serving import free_ports
 from tests.conftest import TEST_ARGS, WYOMING_PORT
@@ -234,5 +234,36 @@ async def test_a_stalled_client_is_closed_after_the_idle_timeout(base_url: str) 
         writer.close()
         # Its slot is free again: the only one (wyoming_max_connections=1) serves the next client.
         assert (await describe(port)).asr
+    finally:
+        serve.delete(name)
+
+
+async def test_a_stream_refused_for_want_of_a_slot_is_one_error_then_synthesize_stopped(
+    base_url: str,
+) -> None:
+    """One dialogue slot, held by a stream: a second stream is refused once (429), its text is not spoken,
+    and its synthesize-stop is still answered, as Home Assistant waits for it."""
+    port = free_ports(1, exclude={WYOMING_PORT})[0]
+    name = "wyoming-one-slot"
+    deploy_orchestrator(name, OrchestratorSettings(wyoming_port=port, max_concurrent_dialogues=1))
+    try:
+        async with AsyncTcpClient(HOST, port) as holder, AsyncTcpClient(HOST, port) as refused:
+            await holder.write_event(SynthesizeStart().event())
+            await holder.write_event(Describe().event())  # answered once the start (and its slot) is in
+            assert Info.is_type((await read(holder) or Event("none")).type)
+            await refused.write_event(SynthesizeStart().event())
+            await refused.write_event(SynthesizeChunk(text="It is sunny. It is warm.").event())
+            await refused.write_event(Synthesize(text="It is sunny. It is warm.").event())
+            await refused.write_event(SynthesizeStop().event())
+            received = await collect(refused, "synthesize-stopped")
+            assert [Error.from_event(error).code for error in received.errors] == ["TOO_MANY_REQUESTS"]
+            assert received.stopped
+            assert not received.utterances
+            # The holder's stream is spoken as usual.
+            await holder.write_event(SynthesizeChunk(text="It is sunny.").event())
+            await holder.write_event(SynthesizeStop().event())
+            spoken = await collect(holder, "synthesize-stopped")
+            assert not spoken.errors
+            assert len(spoken.utterances) == 1
     finally:
         serve.delete(name)

@@ -90,6 +90,9 @@ class WyomingConnection:
         self._language: str | None = None
         self._input: SpeechInput | None = None
         self._stream: SpeechStream | None = None
+        # A synthesize-start refused (no free slot, an unknown voice): its chunks are let pass unspoken and
+        # its synthesize-stop still answered with synthesize-stopped (one error event in all).
+        self._stream_refused = False
         self._stream_started = 0.0
         self._handlers: dict[str, Callable[[Event, IngressSettings], Awaitable[bool]]] = {
             "describe": self._describe,
@@ -209,7 +212,7 @@ class WyomingConnection:
 
     # --- synthesis
     async def _synthesize(self, event: Event, settings: IngressSettings) -> bool:
-        if self._stream is not None:  # sent inside a stream for older clients only: the stream says it all
+        if self._stream is not None or self._stream_refused:  # inside a stream, for older servers only
             return False
         data = parse(SynthesizeData, event.type, event.data)
         self._check_length(len(data.text), settings)
@@ -223,10 +226,11 @@ class WyomingConnection:
         return True
 
     async def _synthesize_start(self, event: Event, settings: IngressSettings) -> bool:
-        data = parse(SynthesizeStartData, event.type, event.data)
         if self._stream is not None:  # a new stream replaces one never stopped
             await self._stream.abort()
             self._stream = None
+        self._stream_refused = True  # until the stream is open
+        data = parse(SynthesizeStartData, event.type, event.data)
         language, choose = await self._voice(data.voice)
         admission = self._gateway.gate.admit()
         core = self._gateway.core
@@ -238,11 +242,14 @@ class WyomingConnection:
             settings.max_speech_input_chars,
             admission,
         )
+        self._stream_refused = False
         self._stream_started = time.perf_counter()
         return False
 
     async def _synthesize_chunk(self, event: Event, settings: IngressSettings) -> bool:
         data = parse(SynthesizeChunkData, event.type, event.data)
+        if self._stream_refused:
+            return False
         if self._stream is None:
             raise _invalid("synthesize-chunk must come between synthesize-start and synthesize-stop.")
         self._stream.add(data.text)
@@ -250,6 +257,10 @@ class WyomingConnection:
 
     async def _synthesize_stop(self, event: Event, settings: IngressSettings) -> bool:
         stream, self._stream = self._stream, None
+        if self._stream_refused:
+            self._stream_refused = False
+            await self._send(SynthesizeStopped().event())
+            return False
         if stream is None:
             raise _invalid("synthesize-stop without a synthesize-start.")
         try:
