@@ -43,7 +43,8 @@ class AudioLimits:
     max_seconds: float
 
 
-def _invalid(message: str, **details: object) -> OrchestratorError:
+def invalid_audio(message: str, **details: object) -> OrchestratorError:
+    """INVALID_AUDIO_FORMAT (400), with what was found as details."""
     return OrchestratorError(OrchestratorErrorCode.INVALID_AUDIO_FORMAT, message, details=details or None)
 
 
@@ -79,32 +80,32 @@ def decode_audio(data: bytes, limits: AudioLimits) -> DecodedAudio:
     Raises `OrchestratorError` with INVALID_AUDIO_FORMAT, AUDIO_TOO_SHORT or AUDIO_TOO_LONG.
     """
     if not data:
-        raise _invalid("The audio file is empty.")
+        raise invalid_audio("The audio file is empty.")
     try:
         return _decode(data, limits)
     except OrchestratorError:
         raise
     except Exception as exc:  # untrusted bytes: any decoder failure means the upload is not usable audio
         logger.debug("audio decode failed: %r", exc)
-        raise _invalid("The upload could not be decoded as audio.", reason=type(exc).__name__) from None
+        raise invalid_audio("The upload could not be decoded as audio.", reason=type(exc).__name__) from None
 
 
 def _decode(data: bytes, limits: AudioLimits) -> DecodedAudio:
     with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
         format_name = ACCEPTED_CONTAINERS.get(container.format.name)
         if format_name is None:
-            raise _invalid(
+            raise invalid_audio(
                 "Unsupported audio container.",
                 detected=container.format.name,
                 supported=sorted(set(ACCEPTED_CONTAINERS.values())),
             )
         stream = next(iter(container.streams.audio), None)
         if stream is None:
-            raise _invalid("The file has no audio stream.", detected=format_name)
+            raise invalid_audio("The file has no audio stream.", detected=format_name)
         rate = int(stream.codec_context.sample_rate or 0)
         channels = int(stream.codec_context.channels or 0)
         if rate <= 0 or channels <= 0:
-            raise _invalid("The audio stream declares no sample rate or no channels.", sample_rate=rate)
+            raise invalid_audio("The audio stream declares no sample rate or no channels.", sample_rate=rate)
 
         declared = _declared_duration(container, stream)
         if declared is not None and declared > limits.max_seconds:
@@ -113,7 +114,7 @@ def _decode(data: bytes, limits: AudioLimits) -> DecodedAudio:
         samples = _decode_stream(container, stream, limits)
 
     if samples.size and not np.isfinite(samples).all():
-        raise _invalid("The audio contains non-finite samples (NaN or infinity).")
+        raise invalid_audio("The audio contains non-finite samples (NaN or infinity).")
     decoded = DecodedAudio(
         samples=samples, source_format=format_name, source_sample_rate=rate, source_channels=channels
     )

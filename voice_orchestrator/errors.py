@@ -158,6 +158,11 @@ def _rebuild_error(
     return OrchestratorError(code, message, details=details, retry_after=retry_after)
 
 
+def invalid_request(message: str, **details: object) -> OrchestratorError:
+    """INVALID_REQUEST (400), with what names the problem (`field`, a limit) as details."""
+    return OrchestratorError(OrchestratorErrorCode.INVALID_REQUEST, message, details=details or None)
+
+
 def unknown_voice(voice: str, known: list[str]) -> OrchestratorError:
     """A request asked for a voice the text-to-speech engine does not have (a client error, not a 503)."""
     shown = ", ".join(known[:20]) or "none: this engine has one voice per language"

@@ -16,7 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, openai_error_type
+from voice_orchestrator.errors import (
+    OrchestratorError,
+    OrchestratorErrorCode,
+    invalid_request,
+    openai_error_type,
+)
 from voice_orchestrator.realtime.codecs import AudioFormat
 
 # What the socket's session reports as its model, and the names a client may connect with.
@@ -98,9 +103,7 @@ def _format_object(fmt: AudioFormat) -> dict[str, Any]:
 
 
 def invalid(message: str, field: str | None = None) -> OrchestratorError:
-    return OrchestratorError(
-        OrchestratorErrorCode.INVALID_REQUEST, message, details={"field": field} if field else None
-    )
+    return invalid_request(message, field=field) if field else invalid_request(message)
 
 
 def _audio_format(value: Any, field: str) -> AudioFormat:

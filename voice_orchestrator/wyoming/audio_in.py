@@ -12,8 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from voice_orchestrator.audio import TARGET_SAMPLE_RATE, AudioLimits, audio_too_long, audio_too_short
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.audio import (
+    TARGET_SAMPLE_RATE,
+    AudioLimits,
+    audio_too_long,
+    audio_too_short,
+    invalid_audio,
+)
 from voice_orchestrator.protocol import DecodedAudio, FloatArray
 from voice_orchestrator.realtime.codecs import StreamResampler
 
@@ -36,14 +41,16 @@ class PcmFormat:
         for name in ("rate", "width", "channels"):
             value = data.get(name, getattr(fallback, name, None))
             if not isinstance(value, int) or isinstance(value, bool):
-                raise _invalid(f"audio {name} must be an integer", name)
+                raise invalid_audio(f"audio {name} must be an integer", field=name)
             values[name] = value
         if values["rate"] not in RATES:
-            raise _invalid(f"audio rate {values['rate']} is outside 8000-192000 Hz", "rate")
+            raise invalid_audio(f"audio rate {values['rate']} is outside 8000-192000 Hz", field="rate")
         if values["width"] not in SAMPLE_WIDTHS:
-            raise _invalid(f"audio width {values['width']} is not 1, 2 or 4 bytes", "width")
+            raise invalid_audio(f"audio width {values['width']} is not 1, 2 or 4 bytes", field="width")
         if not 1 <= values["channels"] <= MAX_CHANNELS:
-            raise _invalid(f"audio channels {values['channels']} is outside 1-{MAX_CHANNELS}", "channels")
+            raise invalid_audio(
+                f"audio channels {values['channels']} is outside 1-{MAX_CHANNELS}", field="channels"
+            )
         return cls(values["rate"], values["width"], values["channels"])
 
     def samples(self, payload: bytes) -> FloatArray:
@@ -57,10 +64,6 @@ class PcmFormat:
             pcm /= float(2 ** (8 * self.width - 1))
         mono: FloatArray = pcm.reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
         return mono
-
-
-def _invalid(message: str, field: str) -> OrchestratorError:
-    return OrchestratorError(OrchestratorErrorCode.INVALID_AUDIO_FORMAT, message, details={"field": field})
 
 
 class SpeechInput:

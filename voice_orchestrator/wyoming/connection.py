@@ -27,7 +27,7 @@ from voice_orchestrator.api.gate import logged_refusal
 from voice_orchestrator.api.openai.gateway import OpenAIGateway
 from voice_orchestrator.api.openai.speech import speakable_sentences
 from voice_orchestrator.audio import AudioLimits
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, invalid_request
 from voice_orchestrator.metrics import WYOMING_LATENCY, WYOMING_REQUESTS, Meter, outcome_of
 from voice_orchestrator.sentences import SentenceSplitter
 from voice_orchestrator.settings import IngressSettings
@@ -68,10 +68,6 @@ class ConnectionGone(Exception):
 
 class EndConnection(Exception):
     """The request's error has been sent; the stream cannot be followed any further."""
-
-
-def _invalid(message: str, **details: object) -> OrchestratorError:
-    return OrchestratorError(OrchestratorErrorCode.INVALID_REQUEST, message, details=details or None)
 
 
 class WyomingConnection:
@@ -119,7 +115,7 @@ class WyomingConnection:
                     return "idle timeout"
                 except FrameError as error:
                     started = time.perf_counter()
-                    await self._refuse(_invalid(f"Malformed Wyoming event: {error}"), "frame", started)
+                    await self._refuse(invalid_request(f"Malformed Wyoming event: {error}"), "frame", started)
                     return "malformed event"
                 if event is None:
                     return "client closed"
@@ -218,7 +214,9 @@ class WyomingConnection:
         self._check_length(len(data.text), settings)
         sentences = speakable_sentences(data.text, settings.stream_soft_split_chars)
         if not sentences:
-            raise _invalid("The text has nothing to speak (only markup, links or symbols).", field="text")
+            raise invalid_request(
+                "The text has nothing to speak (only markup, links or symbols).", field="text"
+            )
         language, choose = await self._voice(data.voice)
         with self._gateway.gate.admit():
             spoken = self._gateway.core.say(sentences, language, choose)
@@ -251,7 +249,7 @@ class WyomingConnection:
         if self._stream_refused:
             return False
         if self._stream is None:
-            raise _invalid("synthesize-chunk must come between synthesize-start and synthesize-stop.")
+            raise invalid_request("synthesize-chunk must come between synthesize-start and synthesize-stop.")
         self._stream.add(data.text)
         return False
 
@@ -262,7 +260,7 @@ class WyomingConnection:
             await self._send(SynthesizeStopped().event())
             return False
         if stream is None:
-            raise _invalid("synthesize-stop without a synthesize-start.")
+            raise invalid_request("synthesize-stop without a synthesize-start.")
         try:
             await stream.finish()
         except Exception as error:  # refused here, so that synthesize-stopped still comes after the error
@@ -290,7 +288,7 @@ class WyomingConnection:
     def _check_length(characters: int, settings: IngressSettings) -> None:
         limit = settings.max_speech_input_chars
         if characters > limit:
-            raise _invalid(
+            raise invalid_request(
                 f"text is {characters} characters; the limit is {limit}.",
                 field="text",
                 max_speech_input_chars=limit,

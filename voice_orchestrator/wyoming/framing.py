@@ -28,7 +28,9 @@ class FrameError(Exception):
 
 @dataclass(frozen=True)
 class FrameLimits:
-    header_bytes: int = MAX_HEADER_BYTES
+    """The bounds of an event's data and payload (its header line is bounded by the reader's own `limit`,
+    MAX_HEADER_BYTES where the server makes the reader)."""
+
     data_bytes: int = MAX_DATA_BYTES
     payload_bytes: int = MAX_PAYLOAD_BYTES
 
@@ -63,7 +65,7 @@ async def read_event(reader: asyncio.StreamReader, limits: FrameLimits = FrameLi
             return None
         raise FrameError("the stream ended inside an event header") from None
     except asyncio.LimitOverrunError:
-        raise FrameError(f"an event header is over the limit of {limits.header_bytes} bytes") from None
+        raise FrameError("an event header is over the reader's limit") from None
     header = _json_object(line, "an event header")
     kind = header.get("type")
     if not isinstance(kind, str) or not kind:

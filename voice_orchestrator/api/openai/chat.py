@@ -30,7 +30,7 @@ from voice_orchestrator.api.openai.chat_protocol import (
 )
 from voice_orchestrator.api.openai.encoding import SpeechEncoder, closed_wav
 from voice_orchestrator.api.openai.gateway import SSE_HEADERS, OpenAIGateway, Visit, sse_data
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import OrchestratorError, invalid_request
 from voice_orchestrator.protocol import (
     ChatMessage,
     ReplyRequest,
@@ -44,7 +44,7 @@ from voice_orchestrator.turn import SpokenTurn, TurnEvent
 
 
 def _invalid(message: str, field: str) -> OrchestratorError:
-    return OrchestratorError(OrchestratorErrorCode.INVALID_REQUEST, message, details={"field": field})
+    return invalid_request(message, field=field)
 
 
 def reply_request(body: ChatCompletionRequest, language: str | None, max_tokens_limit: int) -> ReplyRequest:
