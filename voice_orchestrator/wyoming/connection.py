@@ -25,7 +25,7 @@ from wyoming.tts import SynthesizeStopped
 
 from voice_orchestrator.api.gate import logged_refusal
 from voice_orchestrator.api.openai.gateway import OpenAIGateway
-from voice_orchestrator.api.openai.speech import speakable_sentences
+from voice_orchestrator.api.openai.speech import check_speech_length, sentences_to_speak
 from voice_orchestrator.audio import AudioLimits
 from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode, invalid_request
 from voice_orchestrator.metrics import WYOMING_LATENCY, WYOMING_REQUESTS, Meter, outcome_of
@@ -211,12 +211,8 @@ class WyomingConnection:
         if self._stream is not None or self._stream_refused:  # inside a stream, for older servers only
             return False
         data = parse(SynthesizeData, event.type, event.data)
-        self._check_length(len(data.text), settings)
-        sentences = speakable_sentences(data.text, settings.stream_soft_split_chars)
-        if not sentences:
-            raise invalid_request(
-                "The text has nothing to speak (only markup, links or symbols).", field="text"
-            )
+        check_speech_length(data.text, settings, "text")
+        sentences = sentences_to_speak(data.text, settings, "text")
         language, choose = await self._voice(data.voice)
         with self._gateway.gate.admit():
             spoken = self._gateway.core.say(sentences, language, choose)
@@ -283,16 +279,6 @@ class WyomingConnection:
         catalog = await self._gateway.catalog()
         catalog.check_voice(voice.name)
         return language, catalog.voice_choice(voice.name)
-
-    @staticmethod
-    def _check_length(characters: int, settings: IngressSettings) -> None:
-        limit = settings.max_speech_input_chars
-        if characters > limit:
-            raise invalid_request(
-                f"text is {characters} characters; the limit is {limit}.",
-                field="text",
-                max_speech_input_chars=limit,
-            )
 
     async def _ping(self, event: Event, settings: IngressSettings) -> bool:
         text = event.data.get("text")

@@ -35,11 +35,6 @@ class WyomingServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) listened on, or None."""
-        return self._address
-
-    @property
     def connections(self) -> int:
         return len(self._connections)
 

@@ -18,7 +18,7 @@ from wyoming.event import Event
 
 from voice_orchestrator.api.gate import Admission
 from voice_orchestrator.audio import resample
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import invalid_request
 from voice_orchestrator.protocol import SpeechAudio
 from voice_orchestrator.realtime.codecs import to_pcm16
 from voice_orchestrator.sentences import SentenceSplitter
@@ -41,10 +41,9 @@ def audio_events(speech: SpeechAudio, rate: int) -> list[Event]:
     ]
 
 
-async def send_utterance(send: Send, spoken: Prefetched[tuple[SpeechAudio, float]]) -> float:
-    """All the sentences as one utterance; its seconds of audio."""
+async def send_utterance(send: Send, spoken: Prefetched[tuple[SpeechAudio, float]]) -> None:
+    """All the sentences as one utterance."""
     rate: int | None = None
-    seconds = 0.0
     try:
         async for _, (speech, _ms) in spoken:
             if rate is None:
@@ -52,11 +51,9 @@ async def send_utterance(send: Send, spoken: Prefetched[tuple[SpeechAudio, float
                 await send(AudioStart(rate=rate, width=WIDTH, channels=CHANNELS).event())
             for event in audio_events(speech, rate):
                 await send(event)
-            seconds += speech.duration_s
     finally:
         await spoken.aclose()
     await send(AudioStop().event())
-    return seconds
 
 
 class SpeechStream:
@@ -75,7 +72,6 @@ class SpeechStream:
         self._spoken = Prefetched(self._queued(), speak)
         self._task = asyncio.create_task(self._speak_all())
         self.failed = False
-        self.seconds = 0.0
 
     def add(self, text: str) -> None:
         """A synthesize-chunk's text; its whole sentences go to synthesis at once. Over `max_chars` in all,
@@ -86,10 +82,10 @@ class SpeechStream:
         if self._chars > self._max_chars:
             self.failed = True
             self._spoken.cancel()
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_REQUEST,
+            raise invalid_request(
                 f"The streamed text is over {self._max_chars} characters.",
-                details={"field": "text", "max_speech_input_chars": self._max_chars},
+                field="text",
+                max_speech_input_chars=self._max_chars,
             )
         self._queue(self._splitter.feed(text))
 
@@ -128,6 +124,5 @@ class SpeechStream:
                 for event in audio_events(speech, speech.sample_rate):
                     await self._send(event)
                 await self._send(AudioStop().event())
-                self.seconds += speech.duration_s
         finally:
             await self._spoken.aclose()

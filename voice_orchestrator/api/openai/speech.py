@@ -22,9 +22,10 @@ from voice_orchestrator.api.openai.protocol import (
     SpeechRequest,
     SpeechUsage,
 )
-from voice_orchestrator.errors import OrchestratorError, OrchestratorErrorCode
+from voice_orchestrator.errors import invalid_request
 from voice_orchestrator.protocol import SpeechAudio
 from voice_orchestrator.sentences import SentenceSplitter
+from voice_orchestrator.settings import IngressSettings
 from voice_orchestrator.text import clean_for_speech
 from voice_orchestrator.turn import Prefetched
 
@@ -36,29 +37,37 @@ def speakable_sentences(text: str, soft_split_chars: int) -> list[str]:
     return [cleaned for piece in pieces if (cleaned := clean_for_speech(piece))]
 
 
+def check_speech_length(text: str, settings: IngressSettings, field: str) -> None:
+    """A client's text to synthesise is within `max_speech_input_chars` (else a 400 naming `field`)."""
+    limit = settings.max_speech_input_chars
+    if len(text) > limit:
+        raise invalid_request(
+            f"{field} is {len(text)} characters; the limit is {limit}.",
+            field=field,
+            max_speech_input_chars=limit,
+        )
+
+
+def sentences_to_speak(text: str, settings: IngressSettings, field: str) -> list[str]:
+    """A client's text as the sentences it is spoken in; a 400 naming `field` when nothing is left to
+    speak."""
+    sentences = speakable_sentences(text, settings.stream_soft_split_chars)
+    if not sentences:
+        raise invalid_request(f"{field} has nothing to speak (only markup, links or symbols).", field=field)
+    return sentences
+
+
 class SpeechService:
     def __init__(self, gateway: OpenAIGateway) -> None:
         self._gateway = gateway
 
     async def speak(self, request: Request, visit: Visit) -> Response:
         body = await self._gateway.read_json(request, SpeechRequest)
-        limit = self._gateway.settings.max_speech_input_chars
-        if len(body.input) > limit:
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_REQUEST,
-                f"input is {len(body.input)} characters; the limit is {limit}.",
-                details={"field": "input", "max_speech_input_chars": limit},
-            )
+        check_speech_length(body.input, self._gateway.settings, "input")
         catalog = await self._gateway.catalog()
         catalog.resolve(body.model, "tts")
         voice = catalog.voice_for(body.voice_id, body.input)
-        sentences = speakable_sentences(body.input, self._gateway.settings.stream_soft_split_chars)
-        if not sentences:
-            raise OrchestratorError(
-                OrchestratorErrorCode.INVALID_REQUEST,
-                "input has nothing to speak (only markup, links or symbols).",
-                details={"field": "input"},
-            )
+        sentences = sentences_to_speak(body.input, self._gateway.settings, "input")
         encoder = SpeechEncoder(body.response_format)
         visit.admit()
         spoken = self._gateway.core.say(sentences, body.language, voice)
