@@ -24,6 +24,9 @@ class TextToSpeech(ModelStage[SpeechSettings]):
         self._engine = create_tts_engine(settings.tts, settings.cache_dir)
         self._start(lambda: asyncio.to_thread(self._engine.probe))
         self._meter = ServeMeter()
+        # One synthesis at a time, in arrival order: a reply's next sentence is sent while this one is made
+        # (`Prefetched`) and must not overtake it, which the engine's own thread lock does not promise.
+        self._in_order = asyncio.Lock()
         self._engine.probe()  # warm-up, so the first request is not the slow one
         self._health.record_success()
 
@@ -42,7 +45,7 @@ class TextToSpeech(ModelStage[SpeechSettings]):
         speech = await served(
             "tts",
             self._health,
-            asyncio.to_thread(self._engine.synthesize, request.text, request.language, voice),
+            self._in_turn(request, voice),
             meter=self._meter,
             engine=engine,
             language=lambda _: request.language,
@@ -51,6 +54,10 @@ class TextToSpeech(ModelStage[SpeechSettings]):
             OUTPUT_AUDIO, speech.duration_s, {"engine": engine, "language": language_tag(request.language)}
         )
         return speech
+
+    async def _in_turn(self, request: SynthesisRequest, voice: str | None) -> SpeechAudio:
+        async with self._in_order:
+            return await asyncio.to_thread(self._engine.synthesize, request.text, request.language, voice)
 
     async def info(self) -> EngineInfo:
         return self._engine.info

@@ -6,8 +6,8 @@ One rule for each thing, here only:
 - entry by input: decoded audio (`TurnCore.answer`), a question already in text (`TurnCore.reply`), text to
   speak (`TurnCore.say`);
 - the reply goes through the reply guard, and a reply with nothing speakable is the fallback reply;
-- prefetch: the model is read while sentences are spoken, and the next sentence is synthesised while the
-  current one is delivered (one ahead);
+- prefetch: the model is read while sentences are spoken, and the next sentence's synthesis is queued at
+  the stage while the current one is made (two calls in flight: no round trip between sentences);
 - the language a sentence is spoken in: Japanese by its script, else the turn's (English in a Japanese turn);
 - timeouts: each STT and TTS call within its stage timeout, the whole reply within the LLM timeout;
 - a turn can be interrupted (`SpokenTurn.interrupt`, with how much was played): the model and pending
@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import numpy as np
 
@@ -118,6 +118,20 @@ class _Failure:
 _END = object()
 
 
+class BusyTime:
+    """How long a stage was at work for a turn whose calls overlap (queued behind each other): the length of
+    the union of their intervals, taken as they finish, not the sum of their times."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def add(self, started: float, finished: float) -> float:
+        """Milliseconds this call adds to the time the stage was busy (perf_counter seconds in)."""
+        added = max(0.0, finished - max(started, self._until))
+        self._until = max(self._until, finished)
+        return added * 1000.0
+
+
 def speech_language(text: str, language: str | None) -> str:
     """The language a sentence is spoken in: Japanese by its script (only a Japanese voice reads kana and
     kanji); a sentence without either in a Japanese turn is English ("Tokyo." answering 「首都は？」);
@@ -134,24 +148,30 @@ def joined(texts: list[str], language: str) -> str:
 
 
 class Prefetched(Generic[T]):
-    """`work` applied to each text of `texts` by a task that stays one result ahead of its consumer: the next
-    sentence is synthesised while this one is delivered. `cancel()` stops the task and the work it awaits at
-    once; iteration then ends. A failure is raised to the consumer in its turn."""
+    """`work` applied to each text of `texts`, in order, by a task that keeps up to `ahead` of them started
+    beyond what its consumer has taken: with two, the next sentence's synthesis is already queued at the
+    stage while this one is made, so the stage never waits a round trip between sentences (one replica still
+    makes them one after the other; several make them side by side). `cancel()` stops the task and every
+    call it started at once; iteration then ends. A failure is raised to the consumer in its turn."""
 
     def __init__(
-        self, texts: AsyncIterator[str], work: Callable[[str], Awaitable[T]], ahead: int = 1
+        self, texts: AsyncIterator[str], work: Callable[[str], Awaitable[T]], ahead: int = 2
     ) -> None:
         self._results: asyncio.Queue[object] = asyncio.Queue()
         self._room = asyncio.Semaphore(ahead)
         self._cancelled = False
+        self._calls: set[asyncio.Task[T]] = set()
         self._task = asyncio.create_task(self._run(texts, work))
 
     async def _run(self, texts: AsyncIterator[str], work: Callable[[str], Awaitable[T]]) -> None:
         try:
             async for text in texts:
                 await self._room.acquire()
-                self._results.put_nowait((text, await work(text)))
-        except Exception as error:  # handed to the consumer, which raises it
+                call = asyncio.ensure_future(work(text))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
+                self._results.put_nowait((text, call))
+        except Exception as error:  # handed to the consumer, which raises it after the calls before it
             self._results.put_nowait(_Failure(error))
         finally:
             self._results.put_nowait(_END)
@@ -172,18 +192,31 @@ class Prefetched(Generic[T]):
             raise StopAsyncIteration
         if isinstance(item, _Failure):
             raise item.error
+        text, call = cast("tuple[str, asyncio.Task[T]]", item)
+        try:
+            result = await call
+        except asyncio.CancelledError:
+            if self._cancelled and call.cancelled():  # cut by cancel(), not the consumer's own cancellation
+                raise StopAsyncIteration from None
+            raise
+        if self._cancelled:
+            raise StopAsyncIteration
         self._room.release()
-        result: tuple[str, T] = item  # type: ignore[assignment]
-        return result
+        return text, result
 
     def cancel(self) -> None:
         self._cancelled = True
         self._task.cancel()
+        for call in list(self._calls):
+            call.cancel()
 
     async def aclose(self) -> None:
         self.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        calls = list(self._calls)
+        if calls:
+            await asyncio.gather(*calls, return_exceptions=True)
 
 
 class SpokenTurn:
@@ -216,6 +249,7 @@ class SpokenTurn:
         self.spoken: list[SpokenSentence] = []  # delivered: each was handed to the consumer
         self._writer: asyncio.Task[None] | None = None
         self._speaking: Prefetched[tuple[SpeechAudio, float]] | None = None
+        self._tts_busy = BusyTime()
         self._interrupted = False
         self._played_ms: float | None = None
         self._remembered = False
@@ -334,7 +368,9 @@ class SpokenTurn:
     async def _spoken(self, text: str, language: str, settings: IngressSettings) -> tuple[SpeechAudio, float]:
         if not self._speak:
             return SpeechAudio(samples=np.zeros(0, dtype=np.float32), sample_rate=16_000, voice=""), 0.0
-        return await self._core.speak(text, language, self._voice(text), settings)
+        started = time.perf_counter()
+        speech, _ = await self._core.speak(text, language, self._voice(text), settings)
+        return speech, self._tts_busy.add(started, time.perf_counter())
 
     async def _texts(
         self, sentences: asyncio.Queue[str | OrchestratorError | None], language: str

@@ -4,6 +4,7 @@ turn core built on them. Pure logic only: never the thing an integration test ch
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,31 @@ class SlowTTS(FakeTTS):
         await asyncio.sleep(self.delay)
         samples = np.full(1000 * len(request.text), 0.1, dtype=np.float32)
         return SpeechAudio(samples=samples, sample_rate=16_000, voice="fake")
+
+
+class SerialTTS(FakeTTS):
+    """One replica: syntheses made one at a time, in arrival order, each taking `delay` seconds; what arrived
+    when, and what was cancelled."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.arrived: list[float] = []
+        self.finished: list[float] = []
+        self.cancelled = 0
+        self._engine = asyncio.Lock()
+
+    async def synthesize(self, request: SynthesisRequest) -> SpeechAudio:
+        self.requests.append(request)
+        self.arrived.append(time.perf_counter())
+        try:
+            async with self._engine:
+                await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.finished.append(time.perf_counter())
+        return SpeechAudio(samples=np.full(1000, 0.1, dtype=np.float32), sample_rate=16_000, voice="fake")
 
 
 class FakeConversations:

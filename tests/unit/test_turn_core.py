@@ -19,6 +19,7 @@ from tests.unit.fakes import (
     FakeLLM,
     FakeSTT,
     FakeTTS,
+    SerialTTS,
     SlowTTS,
     fake_app,
     turn_core,
@@ -163,15 +164,39 @@ async def test_settings_changed_mid_turn_do_not_reach_it() -> None:
     assert caught.value.code is OrchestratorErrorCode.PROCESSING_TIMEOUT
 
 
-async def test_the_next_sentence_is_synthesised_while_this_one_is_delivered() -> None:
-    tts = SlowTTS(delay=0.02)
-    core = turn_core(llm=FakeLLM(answer="First. Second. Third.", chunk=50), tts=tts)
+async def test_the_next_sentence_is_queued_at_the_stage_while_this_one_is_made() -> None:
+    tts = SerialTTS(delay=0.05)
+    core = turn_core(
+        llm=FakeLLM(answer="First. Second. Third. Fourth.", chunk=50), tts=tts, max_reply_sentences=4
+    )
     turn = core.reply(ReplyRequest(text="q", language="en"), request_id="ahead")
     events = aiter(turn)
     assert isinstance(await anext(events), SpokenSentence)
-    await asyncio.sleep(0.1)  # delivering the first sentence
-    assert [request.text for request in tts.requests] == ["First.", "Second."]  # one ahead, not all
-    assert [e.text async for e in events if isinstance(e, SpokenSentence)] == ["Second.", "Third."]
+    assert tts.arrived[1] < tts.finished[0]  # no round trip between sentences: the second was waiting
+    await asyncio.sleep(0.2)  # delivering the first sentence
+    assert [request.text for request in tts.requests] == ["First.", "Second.", "Third."]  # two ahead, not all
+    assert [e.text async for e in events if isinstance(e, SpokenSentence)] == ["Second.", "Third.", "Fourth."]
+
+
+async def test_tts_time_counts_the_stage_at_work_not_calls_waiting_behind_each_other() -> None:
+    tts = SerialTTS(delay=0.1)
+    core = turn_core(llm=FakeLLM(answer="One. Two. Three. Four.", chunk=50), tts=tts, max_reply_sentences=4)
+    result = await core.run(SPEECH, None, "busy")
+    # four syntheses of 100 ms, one at a time: ≈ 400 ms; adding each call's own time would give ≈ 700
+    assert 380 <= result.metadata.tts_ms < 600
+
+
+async def test_cancelling_stops_every_call_in_flight() -> None:
+    tts = SerialTTS(delay=5.0)
+    spoken = turn_core(tts=tts).say(["One.", "Two.", "Three."], "en")
+    for _ in range(50):
+        if len(tts.requests) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [request.text for request in tts.requests] == ["One.", "Two."]
+    await spoken.aclose()
+    assert tts.cancelled == 2
+    assert [item async for item in spoken] == []
 
 
 def test_a_sentence_is_spoken_in_its_scripts_language() -> None:
