@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,6 +30,7 @@ from voice_orchestrator.wyoming.server import WyomingServer
 
 logger = logging.getLogger("deployments.ingress")
 STAGE_WATCH_INTERVAL_S = 1.0
+FRESH_VIEW_S = 0.25  # a refusing stage client's fresh view: at most this old
 
 
 def _name(value: object) -> str:
@@ -74,8 +75,15 @@ class Orchestrator:
         # The one holder of the live settings: reconfigure() swaps it, everything below reads it.
         self._live = Live(live)
         handles = {"stt": stt, "llm": llm, "tts": tts}
+        self._views_lock = threading.Lock()
+        self._views_asked_at = 0.0
+        self._looking = threading.Lock()
+
+        def look_again() -> Awaitable[object]:
+            return asyncio.to_thread(self._look_again, handles)
+
         self._stages = {
-            stage: StageClient(handle, stage, self._retry_after, STAGE_WATCH_INTERVAL_S)
+            stage: StageClient(handle, stage, self._retry_after, STAGE_WATCH_INTERVAL_S, look_again)
             for stage, handle in handles.items()
         }
         self._conversations = (
@@ -99,8 +107,6 @@ class Orchestrator:
         self._wyoming = WyomingServer(openai.gateway, self._meter)
         self._stop_gauges = keep_gauges_fresh(self._meter, self._gauges)
 
-        self._views_lock = threading.Lock()
-        self._views_asked_at = 0.0
         threading.Thread(target=self._watch_stages, args=(handles,), name="stage-watch", daemon=True).start()
 
     def _watch_stages(self, handles: Mapping[str, DeploymentHandle[Any]]) -> None:
@@ -111,6 +117,13 @@ class Orchestrator:
                 self._refresh_views(handles)
             except Exception as error:  # the controller is restarting: keep the last view
                 logger.warning("serve.status() failed: %r", error)
+
+    def _look_again(self, handles: Mapping[str, DeploymentHandle[Any]]) -> None:
+        """A fresh view for a stage client about to refuse a call, unless the last is under FRESH_VIEW_S old
+        (a flood of refusals while a stage is down must not flood the controller)."""
+        with self._looking:  # callers refused at once wait for one fetch, not one each
+            if time.monotonic() - self._views_asked_at >= FRESH_VIEW_S:
+                self._refresh_views(handles)
 
     def _refresh_views(self, handles: Mapping[str, DeploymentHandle[Any]]) -> dict[str, DeploymentView]:
         """Serve's view of the stages, handed to the stage clients too: what /status reports, they act on

@@ -60,6 +60,7 @@ class StageClient:
         stage: str,
         retry_after: int | Callable[[], int],
         watch_interval_s: float = 1.0,
+        look_again: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._handle = handle
         self._stage = stage
@@ -70,6 +71,9 @@ class StageClient:
         self._deployment: DeploymentView | None = None
         self._start_failure_logged = False
         self._watch_interval_s = watch_interval_s
+        # Fetches a fresh view (at most a few times a second, whoever asks): the watcher's may be up to a
+        # second old, from before a replica finished starting — the first requests after a deploy.
+        self._look_again = look_again
 
     @property
     def deployment(self) -> DeploymentView | None:
@@ -97,8 +101,10 @@ class StageClient:
         elif failure is None and view.replica_states.get("RUNNING", 0):
             self._start_failure_logged = False
 
-    def _check_available(self) -> None:
-        """Before a call: a replica must be running to take it."""
+    async def _check_available(self) -> None:
+        """Before a call: a replica must be running to take it (by a fresh view, when the last said none)."""
+        if self._lost({"RUNNING"}) and self._look_again is not None:
+            await self._look_again()
         if self._lost({"RUNNING"}):
             raise self._unavailable()
 
@@ -138,7 +144,7 @@ class StageClient:
         return result
 
     async def stream(self, request: ReplyRequest) -> AsyncIterator[str]:
-        self._check_available()
+        await self._check_available()
         started = time.perf_counter()
         deltas: Any = self._handle.options(stream=True).stream.remote(request)
         finished = False
@@ -174,7 +180,7 @@ class StageClient:
         return info
 
     async def _call(self, method: str, *args: Any) -> Any:
-        self._check_available()
+        await self._check_available()
         started = time.perf_counter()
         response: Any = getattr(self._handle, method).remote(*args)
         try:

@@ -134,6 +134,36 @@ async def test_a_new_call_with_no_running_replica_is_refused_at_once() -> None:
         await client.transcribe(AUDIO, None)
 
 
+async def test_a_view_that_says_no_replica_is_looked_at_again_before_refusing() -> None:
+    """The watcher's view may predate a replica that has just started (the first requests after a
+    deploy): the client asks for a fresh one before refusing, and refuses only if it says so too."""
+    response = PendingResponse()
+    looks: list[int] = []
+    starting = DeploymentView("UPDATING", {"STARTING": 1})
+
+    async def started() -> None:
+        looks.append(1)
+        client.deployment = DeploymentView("HEALTHY", {"RUNNING": 1})
+
+    client = StageClient(Handle(response), "stt", 3, WATCH_S, started)  # type: ignore[arg-type]
+    client.deployment = starting
+    asyncio.get_running_loop().call_later(0.05, response.answer.set)
+    answer: object = await asyncio.wait_for(client.transcribe(AUDIO, None), timeout=5)
+    assert answer == "answered"
+    assert looks == [1]
+    await client.transcribe(AUDIO, None)  # running: no second look
+    assert looks == [1]
+
+    async def still_starting() -> None:
+        looks.append(2)
+
+    client = StageClient(Handle(response), "stt", 3, WATCH_S, still_starting)  # type: ignore[arg-type]
+    client.deployment = starting
+    with pytest.raises(OrchestratorError):
+        await client.transcribe(AUDIO, None)
+    assert looks == [1, 2]
+
+
 def test_replicas_dying_at_start_are_the_refusals_reason_and_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
