@@ -1,5 +1,6 @@
-"""The embedded voices (Kokoro for Japanese, Piper for the rest) as the TextToSpeech replica loads them: each
-ONNX session with the replica's thread count, and speech of the text's length from each."""
+"""The embedded voices (Kokoro for Japanese, Piper for the rest, OpenJTalk's mei by name) as the TextToSpeech
+replica loads them: each ONNX session with the replica's thread count, speech of the text's length from each,
+and the fast Japanese voice heard right by Whisper."""
 
 from __future__ import annotations
 
@@ -28,3 +29,34 @@ def test_each_script_is_spoken_by_its_voice(engine: EmbeddedSpeechEngine, text: 
     speech = engine.synthesize(text, "ja" if voice.startswith("kokoro") else "en")
     assert speech.voice.startswith(voice)
     assert 0.4 < speech.duration_s < 3.0
+
+
+def test_openjtalk_mei_is_the_fast_japanese_voice_by_name(engine: EmbeddedSpeechEngine) -> None:
+    from voice_orchestrator.audio import resample
+    from voice_orchestrator.engines.faster_whisper import load_whisper_model
+    from voice_orchestrator.settings import SpeechToTextSettings
+
+    speech = engine.synthesize("明日の天気は雨の予報です。", "ja", "mei")
+    assert (speech.voice, speech.sample_rate) == ("openjtalk:mei", 24_000)
+    assert 1.5 < speech.duration_s < 3.5  # its silence trimmed, as Kokoro's is
+    assert engine.synthesize("晴れです。", "ja").voice == "kokoro:jf_alpha"  # the default stays Kokoro
+    whisper, _ = load_whisper_model(SpeechToTextSettings(), EngineSettings().cache_dir)
+    segments, _ = whisper.transcribe(resample(speech.samples, 24_000, 16_000), language="ja", beam_size=1)
+    heard = "".join(segment.text for segment in segments)
+    assert "天気" in heard, heard
+    assert "予報" in heard, heard
+
+
+def test_mei_can_be_the_default_japanese_voice() -> None:
+    settings = EngineSettings(tts=TextToSpeechSettings(threads=1, japanese_voice="mei"))
+    engine = EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
+    assert engine.synthesize("晴れです。", "ja").voice == "openjtalk:mei"
+    assert engine.synthesize("晴れです。", "ja", "jm_kumo").voice == "kokoro:jm_kumo"
+    assert engine.info.extra["default_voices"]["ja"] == "mei"
+    assert {"id": "mei", "languages": ["ja"]} in engine.info.extra["voices"]
+
+
+def test_an_unknown_japanese_voice_is_refused_naming_the_choices() -> None:
+    settings = EngineSettings(tts=TextToSpeechSettings(threads=1, japanese_voice="jf_nobody"))
+    with pytest.raises(ValueError, match="'mei'"):
+        EmbeddedSpeechEngine(settings.tts, settings.cache_dir)

@@ -73,6 +73,7 @@ def test_voices_say_which_language_each_speaks(base_url: str) -> None:
     voices = {voice["id"]: voice for voice in listed["data"]}
     assert voices["jf_alpha"]["languages"] == ["ja"]
     assert voices["jm_kumo"]["languages"] == ["ja"]
+    assert voices["mei"]["languages"] == ["ja"]  # OpenJTalk's, the fast one
     assert voices["en_US-joe-medium"]["languages"] == ["en"]
     assert voices["jf_alpha"]["default_for"] == ["ja"]
     assert "alloy" in listed["openai_voice_names"]
@@ -86,6 +87,7 @@ def test_voices_say_which_language_each_speaks(base_url: str) -> None:
         (JAPANESE, "alloy", "flac", "flac"),
         (ENGLISH, "en_US-joe-medium", "aac", "aac"),
         (JAPANESE, "jm_kumo", "wav", "wav"),
+        (JAPANESE, "mei", "wav", "wav"),
     ],
 )
 def test_speech_in_every_compressed_format(

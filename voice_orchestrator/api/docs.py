@@ -78,7 +78,8 @@ _DIALOGUE_FORM: dict[str, Any] = {
                             "type": "string",
                             "maxLength": 64,
                             "description": "A voice of the TTS engine (Kokoro: jf_alpha, jm_kumo, ...; "
-                            "Coqui: a speaker name); absent = the configured voice",
+                            "OpenJTalk: mei, the fast Japanese voice; Coqui: a speaker name); absent = the "
+                            "configured voice",
                         },
                     },
                 }
