@@ -6,6 +6,8 @@ same weights, the same clips and the same client.
     python -m bench.bench_peers --url http://127.0.0.1:8000 --wyoming-port 10300   # a running app
     python -m bench.bench_peers --serve --smoke                     # 1 run, one item per language: ~30 s
     python -m bench.bench_peers --serve --peer-beam                 # also the peer at its default beam (5)
+    python -m bench.bench_peers --serve --sections tts,e2e          # only these (stt, tts, e2e)
+    python -m bench.bench_peers --serve --ref 4602d5d               # an earlier commit, served (before/after)
 
 Times on 2 cores once the app is up (≈ 40 s): --smoke ≈ 30 s; 7 runs ≈ 6 min, ≈ 8 min with --peer-beam.
 
@@ -18,7 +20,8 @@ once, `audio-stop`, read until `transcript`; TTS `synthesize` with the voice's n
 (first `audio-chunk` = first audio). Ours is asked the same over its own Wyoming door (VOICE_WYOMING_PORT;
 skipped with a note when the port does not answer) and over HTTP: `/v1/audio/transcriptions` (the WAV,
 whisper-1, language named), `/v1/audio/speech` (pcm and wav, streamed: first and last byte) and
-`/api/orchestrator/dialogue` (the whole turn).
+`/api/orchestrator/dialogue` (the whole turn). Japanese synthesis and the Japanese turn are also given by the
+fast Japanese voice (OpenJTalk's `mei`) where the app has it.
 
 End to end, a Home Assistant pipeline of the peers (peer STT of the spoken question, then peer TTS of the
 reply OUR dialogue gave to it: the peers have no language model) against our whole turn; the turn minus its
@@ -60,7 +63,7 @@ from bench.bench_dialogue import p50_p95, percentile
 from bench.bench_openai import profile_stt_settings
 from bench.bench_stt import errors
 from bench.clips import english_clip, japanese_clip
-from bench.serving import ROOT, free_ports, served, stop_group
+from bench.serving import ROOT, free_ports, served, source_tree, stop_group
 from bench.stt_clips import recipes, render
 from voice_orchestrator.api.openai.encoding import OUTPUT_RATE
 from voice_orchestrator.audio import AudioLimits, decode_audio, encode_wav_pcm16
@@ -76,6 +79,7 @@ RATE, WIDTH, CHANNELS = 16_000, 2, 1  # what Home Assistant sends
 CHUNK_BYTES = 1024 * WIDTH  # 1024 samples per audio-chunk
 EN_VOICE = "en_US-joe-medium"  # the packaged Piper voice: ours and the peer's
 JA_VOICE = "jf_alpha"  # serve_config.yaml's tts.japanese_voice (Kokoro)
+JA_FAST_VOICE = "mei"  # OpenJTalk's HMM voice, by name
 REQUEST_LIMIT_S = 120.0  # one request, connect to last event or byte
 MAX_EVENTS = 100_000  # events read per Wyoming request (60 words of speech are ~450 chunks)
 PEER_START_LIMIT_S = 180.0
@@ -318,12 +322,14 @@ class Turn:
     reply: str
 
 
-async def http_dialogue(client: httpx.AsyncClient, url: str, clip: SpeechClip) -> Turn:
+async def http_dialogue(
+    client: httpx.AsyncClient, url: str, clip: SpeechClip, voice: str | None = None
+) -> Turn:
     started = time.perf_counter()
     response = await client.post(
         f"{url}/api/orchestrator/dialogue",
         files={"audio": ("question.wav", clip.wav, "audio/wav")},
-        data={"language": clip.language},
+        data={"language": clip.language} | ({"voice": voice} if voice else {}),
     )
     _check(response)
     heard, reply = (unquote(response.headers[f"X-{name}-Text"]) for name in ("Input", "Output"))
@@ -469,11 +475,12 @@ def speech_engine() -> EmbeddedSpeechEngine:
     return EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
 
 
-async def engine_synthesize(engine: EmbeddedSpeechEngine, text: str) -> Spoken:
+async def engine_synthesize(engine: EmbeddedSpeechEngine, text: str, voice: str | None = None) -> Spoken:
     """The whole text in one engine call, as a plain Python program would make it (no first audio before
     the last)."""
     started = time.perf_counter()
-    speech = await asyncio.to_thread(engine.synthesize, text, "ja" if is_japanese(text) else "en")
+    language = "ja" if is_japanese(text) else "en"
+    speech = await asyncio.to_thread(engine.synthesize, text, language, voice)
     elapsed = _ms(started)
     return _spoken(elapsed, elapsed, speech.duration_s)
 
@@ -482,6 +489,8 @@ async def tts_section(
     systems: Systems, http: httpx.AsyncClient, sentences: dict[str, str], runs: int, failures: Failures
 ) -> None:
     engine = await asyncio.to_thread(speech_engine)
+    listed = (await http.get(f"{systems.url}/v1/audio/voices")).json()["data"]
+    has_mei = any(voice["id"] == JA_FAST_VOICE for voice in listed)  # an older app (a before/after run)
 
     def asks(text: str, voice: str, japanese: bool) -> dict[str, Callable[[], Awaitable[Spoken]]]:
         ask: dict[str, Callable[[], Awaitable[Spoken]]] = {
@@ -493,6 +502,10 @@ async def tts_section(
             ask["ours Wyoming"] = partial(wyoming_synthesize, systems.door, text, voice)
         for format_ in ("pcm", "wav"):
             ask[f"ours /v1 {format_}"] = partial(http_speech, http, systems.url, text, voice, format_)
+        if japanese:  # the fast Japanese voice beside Kokoro
+            ask["engine, mei"] = partial(engine_synthesize, engine, text, JA_FAST_VOICE)
+            if has_mei:
+                ask["ours /v1 pcm, mei"] = partial(http_speech, http, systems.url, text, JA_FAST_VOICE, "pcm")
         return ask
 
     results: dict[str, dict[str, list[Spoken]]] = {}
@@ -501,24 +514,28 @@ async def tts_section(
         voice = JA_VOICE if japanese else EN_VOICE
         results[label] = await alternate(f"TTS {label}", asks(text, voice, japanese), runs, failures)
     names = ["wyoming-piper", "engine in-process", "ours Wyoming", "ours /v1 pcm", "ours /v1 wav"]
+    names += ["engine, mei", "ours /v1 pcm, mei"]
     headers = ["text", "audio s"]
     for name in names:
         headers += [f"{name} first p50", f"{name} last p50 / p95"]
-    headers += [f"piper / {name} (last)" for name in names[1:]] + ["piper / ours /v1 pcm (first)"]
+    headers += [f"piper / {name} (last)" for name in names[1:5]] + ["piper / ours /v1 pcm (first)"]
     rows = []
     for label in sentences:
         got = results[label]
-        audio = [s.audio_s for spoken in got.values() for s in spoken]
+        audio = [s.audio_s for name, spoken in got.items() if "mei" not in name for s in spoken]
         row = [label, f"{percentile(audio, 50):.2f}" if audio else "—"]
         for name in names:
             spoken = got.get(name, [])
             if name == "wyoming-piper" and label.startswith("ja"):
                 row += ["— (no offline ja voice)", "—"]
                 continue
+            if "mei" in name and not label.startswith("ja"):
+                row += ["—", "—"]
+                continue
             first = f"{percentile([s.first_ms for s in spoken], 50):.0f}" if spoken else "—"
             row += [first, cell([s.last_ms for s in spoken])]
         peer = [s.last_ms for s in got.get("wyoming-piper", [])]
-        row += [ratio(peer, [s.last_ms for s in got.get(name, [])]) for name in names[1:]]
+        row += [ratio(peer, [s.last_ms for s in got.get(name, [])]) for name in names[1:5]]
         row.append(
             ratio(
                 [s.first_ms for s in got.get("wyoming-piper", [])],
@@ -529,9 +546,11 @@ async def tts_section(
     print(f"\n### Text to speech (n={runs} per system; ms to first audio and to last; ratio = peer / ours)\n")
     table(headers, rows)
     print(
-        f"\nVoices: {EN_VOICE} (Piper) on both sides; ja: ours {JA_VOICE} (Kokoro) only, wyoming-piper 2.5.2 "
-        "advertises one Japanese voice behind its `ja` extra, fetched from the hub at run time (not offline)."
-        "\naudio s: seconds of speech returned (the median over all systems: one voice, one length)."
+        f"\nVoices: {EN_VOICE} (Piper) on both sides; ja: ours {JA_VOICE} (Kokoro) and {JA_FAST_VOICE} "
+        "(OpenJTalk, the mei columns), wyoming-piper 2.5.2 advertises one Japanese voice behind its `ja` "
+        "extra, "
+        "fetched from the hub at run time (not offline)."
+        "\naudio s: seconds of speech returned by the default voices (one voice, one length)."
     )
 
 
@@ -557,18 +576,24 @@ async def pipeline(stt_port: int, tts_port: int, clip: SpeechClip, reply: str, v
 
 
 async def e2e_row(
-    systems: Systems, http: httpx.AsyncClient, language: str, runs: int, failures: Failures
+    systems: Systems,
+    http: httpx.AsyncClient,
+    language: str,
+    runs: int,
+    failures: Failures,
+    ja_voice: str = JA_VOICE,
 ) -> tuple[list[str], set[str]] | None:
     """One question's row, and the replies our /dialogue gave to it (None: it gave none)."""
     clip = question(language)
-    voice = JA_VOICE if language == "ja" else EN_VOICE
+    voice = ja_voice if language == "ja" else EN_VOICE
+    asked = voice if language == "ja" else None
     try:  # our reply to this question: the text both pipelines speak
-        reply = (await http_dialogue(http, systems.url, clip)).reply
+        reply = (await http_dialogue(http, systems.url, clip, asked)).reply
     except (BenchFailure, httpx.HTTPError, KeyError) as error:
         failures.add(f"e2e {clip.name}", "ours /dialogue", error)
         return None
     ask: dict[str, Callable[[], Awaitable[Turn | Pipeline]]] = {
-        "ours /dialogue": partial(http_dialogue, http, systems.url, clip)
+        "ours /dialogue": partial(http_dialogue, http, systems.url, clip, asked)
     }
     if systems.door is not None:
         ask["ours Wyoming"] = partial(pipeline, systems.door, systems.door, clip, reply, voice)
@@ -579,7 +604,8 @@ async def e2e_row(
     no_llm = [t.ms - t.stages["LLM"] for t in turns]
     door = [p for p in got.get("ours Wyoming", []) if isinstance(p, Pipeline)]
     peers = [p for p in got.get("peers", []) if isinstance(p, Pipeline)]
-    row = [clip.name, cell([t.ms for t in turns]), cell([t.stages["LLM"] for t in turns]), cell(no_llm)]
+    name = clip.name if asked is None else f"{clip.name} (voice {voice})"
+    row = [name, cell([t.ms for t in turns]), cell([t.stages["LLM"] for t in turns]), cell(no_llm)]
     row += [cell([p.last_ms for p in door]), cell([p.first_ms for p in door])]
     if language == "en":
         row += [cell([p.last_ms for p in peers]), cell([p.first_ms for p in peers])]
@@ -595,11 +621,13 @@ async def e2e_row(
 async def e2e_section(systems: Systems, http: httpx.AsyncClient, runs: int, failures: Failures) -> None:
     rows: list[list[str]] = []
     replies: dict[str, set[str]] = {}
-    for language in ("en", "ja"):
-        outcome = await e2e_row(systems, http, language, runs, failures)
+    listed = (await http.get(f"{systems.url}/v1/audio/voices")).json()["data"]
+    ja_voices = [JA_VOICE] + [JA_FAST_VOICE] * any(voice["id"] == JA_FAST_VOICE for voice in listed)
+    for language, ja_voice in [("en", JA_VOICE)] + [("ja", voice) for voice in ja_voices]:
+        outcome = await e2e_row(systems, http, language, runs, failures, ja_voice)
         if outcome is not None:
             rows.append(outcome[0])
-            replies[language] = outcome[1]
+            replies[language] = replies.get(language, set()) | outcome[1]
     headers = ["question", "ours /dialogue", "its LLM", "/dialogue − LLM", "ours Wyoming STT→TTS"]
     headers += ["its first audio", "peers STT→TTS", "their first audio", "peers / (/dialogue − LLM)"]
     headers += ["peers / ours Wyoming"]
@@ -621,9 +649,12 @@ async def bench(systems: Systems, args: argparse.Namespace) -> int:
     sentences = dict(list(SENTENCES.items())[:1] + list(SENTENCES.items())[3:4]) if args.smoke else SENTENCES
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=REQUEST_LIMIT_S) as http:
-        await stt_section(systems, http, stt_clips(args.smoke), runs, failures)
-        await tts_section(systems, http, sentences, runs, failures)
-        await e2e_section(systems, http, runs, failures)
+        if "stt" in args.sections:
+            await stt_section(systems, http, stt_clips(args.smoke), runs, failures)
+        if "tts" in args.sections:
+            await tts_section(systems, http, sentences, runs, failures)
+        if "e2e" in args.sections:
+            await e2e_section(systems, http, runs, failures)
     print(f"\nran in {time.perf_counter() - started:.0f} s")
     if failures.lines:
         print("\nFAILURES:", *failures.lines, sep="\n- ")
@@ -657,11 +688,18 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="a running app (default: --serve)")
     parser.add_argument("--wyoming-port", type=int, default=None, help="with --url: its Wyoming door's port")
     parser.add_argument("--serve", action="store_true", help="serve the working tree's serve_config.yaml")
+    parser.add_argument("--ref", default=None, help="with --serve: serve this commit instead (before/after)")
     parser.add_argument(
         "--smoke", action="store_true", help="1 run, the questions and one sentence per language"
     )
     parser.add_argument("--runs", type=int, default=7, help="timed runs per item and system")
     parser.add_argument("--peer-beam", action="store_true", help="also wyoming-faster-whisper at its beam 5")
+    parser.add_argument(
+        "--sections",
+        type=lambda value: set(value.split(",")),
+        default={"stt", "tts", "e2e"},
+        help="which to run, comma-separated: stt,tts,e2e (default: all)",
+    )
     args = parser.parse_args()
     if (args.url is None) == (not args.serve):
         parser.error("give --url or --serve (one of them)")
@@ -669,8 +707,8 @@ def main() -> None:
         sys.exit("no .venv-peers: run `bash scripts/venv_peers.sh` first")
     stt = profile_stt_settings()
     print(
-        f"ours: {ROOT.name} serve_config.yaml, whisper-base int8, {stt.cpu_threads} threads, beam "
-        f"{stt.beam_size}; peers: {peer_versions()}"
+        f"ours: {args.ref or ROOT.name} serve_config.yaml, whisper-base int8, {stt.cpu_threads} threads, "
+        f"beam {stt.beam_size}; peers: {peer_versions()}"
     )
     app_port, door_port, *peer_ports = free_ports(5)
     with ExitStack() as stack:
@@ -697,7 +735,8 @@ def main() -> None:
         piper = stack.enter_context(peer("wyoming-piper", "wyoming_piper", peer_ports[2], piper_peer()))
         if args.serve:
             env = {"VOICE_WYOMING_PORT": str(door_port)}
-            url = stack.enter_context(served(ROOT, app_port, env))
+            tree = stack.enter_context(source_tree(args.ref))
+            url = stack.enter_context(served(tree, app_port, env))
             door: int | None = door_port
         else:
             url, door = args.url, args.wyoming_port
