@@ -24,13 +24,9 @@ OPENERS = frozenset("「『（(【“《〈[")
 RUN_CHARS = HARD_ENDS | CLOSERS | {"."}
 SOFT_ENDS = frozenset("、,，;；")
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no", "approx"})
-# The longest chunk a voice is given: ≈ 12 s of English at the packaged voices' pace — a long sentence
-# without a comma (30 words) is still read whole: cut at a space it is read in two tunes ("for more than two"
-# | "hundred years"), and the second inference costs more than it saves (Piper's memory is bounded by its
-# phonemes, `embedded_tts.MAX_PHONEMES`; XTTS reads at most 250 characters of English at once) —, and ≈ 10 s
-# of Japanese (≈ 6 characters a second; 120 kana in one chunk took Kokoro 7 s to start and its replica to
-# 1.8 GB).
-MAX_CHUNK_CHARS = 200
+# The longest chunk a voice is given: ≈ 7 s of English at the packaged voices' pace, and ≈ 10 s of Japanese
+# (≈ 6 characters a second; 120 kana in one chunk took Kokoro 7 s to start and its replica to 1.8 GB).
+MAX_CHUNK_CHARS = 120
 MAX_CHUNK_CHARS_JA = 60
 # A longer "word" (no space: a digit run, letters a voice spells out at ≈ 0.5 s each) is cut into chunks of
 # this many characters: 120 spelled letters in one chunk took Piper 60 s of speech and 1.4 GB.
