@@ -122,7 +122,7 @@ class TextToSpeechSettings(BaseModel):
     # coqui: one Coqui TTS model (coqui-tts, torch) for every language it speaks, e.g. XTTS-v2 on a GPU.
     engine: Literal["embedded", "coqui"] = "embedded"
     # The voice for Japanese text: a Kokoro voice (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo;
-    # natural, ≈ 0.45 x real time on two cores) or "mei" (OpenJTalk's HMM voice: ≈ 0.04 x, a vocoder's buzz).
+    # natural, ≈ 0.46 x real time on two cores) or "mei" (OpenJTalk's HMM voice: ≈ 0.06 x, a vocoder's buzz).
     # Requests may name any of them.
     japanese_voice: str = "jf_alpha"
     speed: float = Field(default=1.0, gt=0.25, le=4.0)

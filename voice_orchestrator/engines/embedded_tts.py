@@ -89,9 +89,10 @@ def trimmed(samples: np.ndarray, rate: int, threshold: float = 0.01, margin_s: f
 
 class OpenJTalkVoice:
     """OpenJTalk's HMM voice `mei` (the HTS engine and voice ship in pyopenjtalk-plus, which Kokoro's
-    phonemiser needs anyway): on two cores 0.04 x real time against Kokoro's 0.45 x, and as intelligible in a
-    Whisper round trip (20 sentences: 14 % CER against 11 %), but a vocoder's buzz where Kokoro sounds
-    natural. Given at Kokoro's rate, so a Japanese reply has one rate whichever voice speaks it."""
+    phonemiser needs anyway): on two cores 0.06 x real time against Kokoro's 0.46 x, and about as intelligible
+    in a Whisper round trip (bench_japanese_voices, 20 sentences: 13 % CER against 11.5 %), but a vocoder's
+    buzz where Kokoro sounds natural. Given at Kokoro's rate, so a Japanese reply has one rate whichever voice
+    speaks it."""
 
     name = "mei"
 
