@@ -22,7 +22,7 @@ from voice_orchestrator.api.openai.chat_protocol import ChatCompletionRequest
 from voice_orchestrator.api.openai.encoding import SpeechEncoder, change_tempo, closed_wav
 from voice_orchestrator.api.openai.gateway import sse_data
 from voice_orchestrator.api.openai.protocol import SpeechAudioDelta, TranscriptionForm, TranscriptionSegment
-from voice_orchestrator.api.openai.speech import speakable_sentences
+from voice_orchestrator.api.openai.speech import sentences_to_speak, speakable_sentences
 from voice_orchestrator.api.openai.transcription import parse_form, subtitles, timestamp
 from voice_orchestrator.edge import EdgeMiddleware
 from voice_orchestrator.engines.prompts import chat_messages, few_shot_prompt
@@ -35,6 +35,7 @@ from voice_orchestrator.errors import (
     openai_error,
 )
 from voice_orchestrator.protocol import ChatMessage, EngineInfo, ReplyRequest, TokenUsage
+from voice_orchestrator.settings import IngressSettings
 
 INFOS = {
     "stt": EngineInfo(engine="faster-whisper", model="whisper-base (packaged)"),
@@ -202,6 +203,19 @@ def test_long_input_is_spoken_sentence_by_sentence() -> None:
         "Bold words and a link",  # the link's trailing period goes with the link
         "The end!",
     ]
+
+
+def test_speech_input_is_cut_as_a_streamed_reply_is() -> None:
+    # /v1/audio/speech and Wyoming's synthesize cut the client's text with the dialogue's settings: the first
+    # chunk ends at a comma once it has stream_first_chunk_chars, so its audio starts sooner.
+    text = "はい、もちろんです、今日の東京はとても良い天気で、気温も二十度くらいです。"
+    assert speakable_sentences(text, 40) == [text]
+    first, rest = "はい、もちろんです、", "今日の東京はとても良い天気で、気温も二十度くらいです。"
+    assert speakable_sentences(text, 40, 10) == [first, rest]
+    settings = IngressSettings()
+    assert sentences_to_speak(text, settings, "input") == speakable_sentences(
+        text, settings.stream_soft_split_chars, settings.stream_first_chunk_chars
+    )
 
 
 def test_sse_events_are_data_lines() -> None:

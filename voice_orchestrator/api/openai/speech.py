@@ -30,9 +30,12 @@ from voice_orchestrator.text import clean_for_speech
 from voice_orchestrator.turn import Prefetched
 
 
-def speakable_sentences(text: str, soft_split_chars: int) -> list[str]:
-    """The input as the sentences it is spoken in (markdown, URLs and emoji left out)."""
-    splitter = SentenceSplitter(soft_split_chars)
+def speakable_sentences(
+    text: str, soft_split_chars: int, first_soft_split_chars: int | None = None
+) -> list[str]:
+    """The input as the sentences it is spoken in (markdown, URLs and emoji left out), cut as a streamed reply
+    is: the first chunk may end at a comma sooner, since it alone decides when the listener hears anything."""
+    splitter = SentenceSplitter(soft_split_chars, first_soft_split_chars)
     pieces = [*splitter.feed(text), *splitter.flush()]
     return [cleaned for piece in pieces if (cleaned := clean_for_speech(piece))]
 
@@ -51,7 +54,7 @@ def check_speech_length(text: str, settings: IngressSettings, field: str) -> Non
 def sentences_to_speak(text: str, settings: IngressSettings, field: str) -> list[str]:
     """A client's text as the sentences it is spoken in; a 400 naming `field` when nothing is left to
     speak."""
-    sentences = speakable_sentences(text, settings.stream_soft_split_chars)
+    sentences = speakable_sentences(text, settings.stream_soft_split_chars, settings.stream_first_chunk_chars)
     if not sentences:
         raise invalid_request(f"{field} has nothing to speak (only markup, links or symbols).", field=field)
     return sentences
