@@ -57,7 +57,10 @@ pip=("$py" -m pip)
 
 # llama.cpp compiled for any x86-64 CPU, not for this one (pip's default), before anything can pull it in.
 if [[ ",$EXTRAS," == *",embedded,"* ]]; then
-    "${pip[@]}" install --force-reinstall --no-deps "$(bash scripts/llama_cpp_wheel.sh "$py")"
+    # Its own assignment, so that a failed build stops the install (set -e does not see a substitution inside
+    # an argument: pip would then compile llama.cpp natively for the project's requirement).
+    llama_wheel=$(bash scripts/llama_cpp_wheel.sh "$py")
+    "${pip[@]}" install --force-reinstall --no-deps "$llama_wheel"
 fi
 
 case "$MODE" in

@@ -15,7 +15,8 @@
 # pip's wheel cache is keyed by the source archive alone, not by CMAKE_ARGS, so it could hand back a native
 # build made earlier: the wheel is built with --no-cache-dir into a directory of its own, named after the
 # version and the exact build settings. VOICE_LLAMA_CMAKE_ARGS replaces the settings (e.g. a CUDA build of
-# your own); VOICE_WHEEL_CACHE moves the directory.
+# your own); VOICE_WHEEL_CACHE moves the directory. Two installs at once on one machine (a CI clone beside a
+# checkout) build it once: the second waits for the first and takes its wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,15 +29,22 @@ cmake_args=${VOICE_LLAMA_CMAKE_ARGS:-$PORTABLE}
 
 key=$(printf '%s' "$VERSION $(uname -m) $cmake_args" | sha256sum | cut -c1-12)
 dir="${VOICE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voice-orchestrator/wheels}/llama-cpp-python-$VERSION-$key"
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+if command -v flock >/dev/null; then
+    flock 9 # held until this script exits
+fi
 wheel=$(compgen -G "$dir/llama_cpp_python-$VERSION-*.whl" | head -n 1 || true)
 if [[ -z "$wheel" ]]; then
     echo "llama_cpp_wheel.sh: compiling llama-cpp-python $VERSION ($cmake_args), ≈ 5 min on 2 cores" >&2
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    tmp=$(mktemp -d "$dir.tmp.XXXXXX") && chmod 755 "$tmp"
+    trap 'rm -rf "$tmp"' EXIT
     CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
         "$py" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
-        -w "$dir.tmp" "llama-cpp-python==$VERSION" >&2
-    rm -rf "$dir" && mv "$dir.tmp" "$dir" # whole or not at all: an interrupted build leaves no wheel behind
-    printf '%s\n' "$cmake_args" >"$dir/CMAKE_ARGS"
+        -w "$tmp" "llama-cpp-python==$VERSION" >&2
+    printf '%s\n' "$cmake_args" >"$tmp/CMAKE_ARGS"
+    rm -rf "$dir" && mv "$tmp" "$dir" # whole or not at all: an interrupted build leaves no wheel behind
     wheel=$(compgen -G "$dir/llama_cpp_python-$VERSION-*.whl" | head -n 1)
 fi
+[[ -f "$wheel" ]] || { echo "llama_cpp_wheel.sh: no wheel in $dir" >&2; exit 1; }
 echo "$wheel"

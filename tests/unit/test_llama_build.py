@@ -3,10 +3,13 @@ fails the install check with its cause instead of killing a Serve replica."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from subprocess import PIPE
 
 from voice_orchestrator.engines import llama_build
 from voice_orchestrator.engines.llama_build import (
@@ -58,6 +61,64 @@ def test_the_install_builds_the_pinned_version_portably() -> None:
     assert 'bash scripts/llama_cpp_wheel.sh "$py"' in install
     assert install.index("llama_cpp_wheel.sh") < install.index('install -e ".[$EXTRAS]"')
     assert "scripts/llama_cpp_wheel.sh" in (ROOT / "scripts" / "venv_pipecat.sh").read_text()
+
+
+# Stands in for `python -m pip wheel ... -w DIR`: counts its calls, takes a second, writes a wheel (or fails).
+FAKE_PIP = """#!/usr/bin/env bash
+echo call >>"$FAKE_CALLS"
+[[ -z "${FAKE_FAIL:-}" ]] || exit 1
+while [[ $1 != -w ]]; do shift; done
+sleep 1
+echo wheel >"$2/llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl"
+"""
+
+
+def run_wheel_script(tmp_path: Path, copies: int, **env: str) -> list[subprocess.CompletedProcess[str]]:
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PIP)
+    fake.chmod(0o755)
+    environment = {
+        **os.environ,
+        "VOICE_WHEEL_CACHE": str(tmp_path / "wheels"),
+        "VOICE_LLAMA_CMAKE_ARGS": "-DTEST=ON",
+        "FAKE_CALLS": str(tmp_path / "calls"),
+        **env,
+    }
+    script = [str(ROOT / "scripts" / "llama_cpp_wheel.sh"), str(fake)]
+    started = [
+        subprocess.Popen(["bash", *script], env=environment, stdout=PIPE, stderr=PIPE, text=True)
+        for _ in range(copies)
+    ]
+    return [
+        subprocess.CompletedProcess(p.args, p.wait(timeout=60), *p.communicate(timeout=60)) for p in started
+    ]
+
+
+def test_two_installs_at_once_build_the_wheel_once_and_both_get_it(tmp_path: Path) -> None:
+    """A CI clone and a checkout installing at once on one machine once raced in the shared wheel directory:
+    the loser's script failed and its install compiled llama.cpp natively instead."""
+    first, second = run_wheel_script(tmp_path, 2)
+    assert (first.returncode, second.returncode) == (0, 0), (first.stderr, second.stderr)
+    wheel = Path(first.stdout.strip())
+    assert second.stdout.strip() == str(wheel)
+    assert wheel.read_text() == "wheel\n"
+    assert (wheel.parent / "CMAKE_ARGS").read_text() == "-DTEST=ON\n"
+    assert (tmp_path / "calls").read_text().count("call") == 1
+    assert [p.name for p in (tmp_path / "wheels").iterdir() if ".tmp." in p.name] == []
+    (again,) = run_wheel_script(tmp_path, 1)  # built once, then taken as it is
+    assert again.stdout.strip() == str(wheel)
+    assert (tmp_path / "calls").read_text().count("call") == 1
+
+
+def test_a_failed_build_fails_the_script_and_leaves_no_wheel(tmp_path: Path) -> None:
+    (failed,) = run_wheel_script(tmp_path, 1, FAKE_FAIL="1")
+    assert failed.returncode != 0
+    assert failed.stdout == ""
+    assert [p.name for p in (tmp_path / "wheels").iterdir() if not p.name.endswith(".lock")] == []
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    # set -e sees a failed substitution only in an assignment of its own, not inside pip's arguments.
+    assert 'llama_wheel=$(bash scripts/llama_cpp_wheel.sh "$py")' in install
+    assert 'install --force-reinstall --no-deps "$llama_wheel"' in install
 
 
 def test_build_features_are_read_from_llamas_system_info() -> None:
