@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.audio_factory import encode, tone
 from tests.integration.http import assert_error, post_dialogue
 from tests.integration.realtime_client import barge_in
+from tests.integration.test_guard import babbled_dialogue
 from tests.integration.wyoming_client import describe
 from tests.unit.test_metrics import dashboard_metric_names
 from voice_orchestrator.metrics import ALL_METRICS
@@ -123,9 +124,11 @@ def test_dialogues_and_bad_uploads_move_the_right_metrics(
 def test_every_dashboard_metric_is_exported(
     base_url: str, metrics_url: str, english_question: tuple[bytes, str]
 ) -> None:
-    # A request that reaches the pipeline, so the ingress and Serve's request metrics exist, and one served
-    # on /v1 for the OpenAI-compatible routes' (whatever order the test files run in).
+    # A request that reaches the pipeline, so the ingress and Serve's request metrics exist, a served dialogue
+    # whose reply is cut (latency, first audio, cut replies), and one served on /v1 for the OpenAI-compatible
+    # routes' — whatever ran before, this test alone included.
     assert_error(post_dialogue(base_url, encode(tone(0.2), 16000, "wav-s16")), 400, "AUDIO_TOO_SHORT")
+    assert babbled_dialogue(base_url, english_question[0]).status_code == 200
     httpx.get(f"{base_url}/v1/models", timeout=30).raise_for_status()
     # And a realtime session whose answer is cut by the next spoken question, answered preemptively.
     asyncio.run(barge_in(base_url, english_question[0]))
