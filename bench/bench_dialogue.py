@@ -109,15 +109,37 @@ def bench_arguments(doc: str | None, requests: int) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    parser = bench_parser(__doc__)
+def add_versus(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--versus",
         nargs="+",
         metavar="KEY=VALUE",
         help="with --serve: also serve the profile with these settings overridden (environment variables, "
-        "e.g. VOICE_STT__FITTED_WINDOW=false) and ask both in turn",
+        f"e.g. {example}) and ask both in turn",
     )
+
+
+@contextmanager
+def served_versions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The apps to ask, by version: --url's, or the working tree served (--serve) and, with --versus, a
+    second one beside it with those settings overridden."""
+    if args.versus and not args.serve:
+        parser.error("--versus needs --serve")
+    versus = dict(pair.split("=", 1) for pair in args.versus or [])
+    with ExitStack() as stack:
+        if not args.serve:
+            yield {"default": args.url}
+            return
+        urls = {"default": stack.enter_context(served_app())}
+        if versus:
+            print("variant:", " ".join(f"{key}={value}" for key, value in versus.items()))
+            urls["variant"] = stack.enter_context(served_app(versus, port=8012))
+        yield urls
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    add_versus(parser, "VOICE_STT__FITTED_WINDOW=false")
     args = parser.parse_args()
     clips = {
         "ja 「今日の天気は？」 (language detected)": (japanese_clip(), None),
@@ -125,17 +147,7 @@ def main() -> None:
         "en 'What is the capital of Japan?' (detected)": (english_clip(), None),
         "en 'What is the capital of Japan?' (language=en)": (english_clip(), "en"),
     }
-    if args.versus and not args.serve:
-        parser.error("--versus needs --serve")
-    versus = dict(pair.split("=", 1) for pair in args.versus or [])
-    with ExitStack() as stack:
-        if args.serve:
-            urls = {"default": stack.enter_context(served_app())}
-            if versus:
-                print("variant:", " ".join(f"{key}={value}" for key, value in versus.items()))
-                urls["variant"] = stack.enter_context(served_app(versus, port=8012))
-        else:
-            urls = {"default": args.url}
+    with served_versions(parser, args) as urls:
         results = {name: measure(urls, clip, lang, args.requests) for name, (clip, lang) in clips.items()}
     for name, versions in results.items():
         print_table(name, versions)

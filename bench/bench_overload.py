@@ -3,7 +3,7 @@
     python -m bench.bench_overload --serve            # starts Ray + the app (embedded profile) itself
     python -m bench.bench_overload --url http://127.0.0.1:8000 --limit 5
     python -m bench.bench_overload --serve --sweep 1 2 --rounds 3 --soak-seconds 0 \\
-        --versus VOICE_TTS__SPINNING=false            # and a variant, step by step in turn
+        --versus VOICE_TTS__SPINNING=always           # and a variant, step by step in turn
 
 Each step keeps `concurrency` clients posting spoken questions (Japanese and English, alternating) back
 to back, and prints throughput of served dialogues, p50/p95/p99 latency of the 200s, the share answered
@@ -18,12 +18,11 @@ import argparse
 import asyncio
 import time
 from collections import Counter
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-from bench.bench_dialogue import percentile, served_app
+from bench.bench_dialogue import add_versus, percentile, served_versions
 from bench.clips import english_clip, japanese_clip
 
 ROUTE = "/api/orchestrator/dialogue"
@@ -118,25 +117,9 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=60.0, help="0: no soak")
     parser.add_argument("--rounds", type=int, default=1, help="each step this many times (per version)")
-    parser.add_argument(
-        "--versus",
-        nargs="+",
-        metavar="KEY=VALUE",
-        help="with --serve: also serve the profile with these settings overridden (environment variables, "
-        "e.g. VOICE_TTS__SPINNING=false) and run each step on both in turn",
-    )
+    add_versus(parser, "VOICE_TTS__SPINNING=always")
     args = parser.parse_args()
-    if args.versus and not args.serve:
-        parser.error("--versus needs --serve")
-    versus = dict(pair.split("=", 1) for pair in args.versus or [])
-    with ExitStack() as stack:
-        if args.serve:
-            urls = {"default": stack.enter_context(served_app())}
-            if versus:
-                print("variant:", " ".join(f"{key}={value}" for key, value in versus.items()))
-                urls["variant"] = stack.enter_context(served_app(versus, port=8012))
-        else:
-            urls = {"default": args.url}
+    with served_versions(parser, args) as urls:
         asyncio.run(
             main_async(urls, args.limit, args.sweep, args.step_seconds, args.soak_seconds, args.rounds)
         )
