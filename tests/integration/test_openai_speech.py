@@ -106,7 +106,16 @@ def test_speech_in_every_compressed_format(
 
 
 def test_pcm_streams_sentence_by_sentence_and_speed_shortens_it(client: openai.OpenAI) -> None:
-    long_text = " ".join(["This is sentence number one.", "Here is another one.", "And a third to end."])
+    # Sentences of a dozen words (each ≈ 0.2 s for the voice to make, 3-4 s of speech): the last one's audio
+    # comes well after the first's, however fast the first was sent. With short ones (≈ 80 ms each, the next
+    # made while this one was sent) the spread was at times under the 0.1 s asked below.
+    long_text = " ".join(
+        [
+            "This is the first sentence, and it runs on for about a dozen words.",
+            "Here is another one that is just as long as the first of them.",
+            "And a third sentence ends this little text about nothing in particular.",
+        ]
+    )
     chunks: list[bytes] = []
     arrivals: list[float] = []
     with client.audio.speech.with_streaming_response.create(
@@ -121,7 +130,7 @@ def test_pcm_streams_sentence_by_sentence_and_speed_shortens_it(client: openai.O
     assert len(chunks) >= 3
     assert arrivals[-1] - arrivals[0] > 0.1, arrivals
     normal_s = len(pcm) / 2 / 24_000
-    assert 3.0 < normal_s < 15.0
+    assert 6.0 < normal_s < 25.0
     assert loudness(pcm) > 0.01
     faster = client.audio.speech.create(
         model="tts-1", input=long_text, voice="alloy", response_format="pcm", speed=2.0
