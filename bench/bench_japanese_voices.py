@@ -1,6 +1,7 @@
-"""The Japanese voices side by side: Kokoro (`jf_alpha`, the default) and OpenJTalk's `mei`, on 20 everyday
-sentences — synthesis time against the audio's length, and how much of each the packaged Whisper hears back
-(character error rate of the round trip: intelligibility, not naturalness; listen to `--out`'s WAVs for that).
+"""The Japanese voices side by side: Kokoro (`jf_alpha`) and OpenJTalk's `mei` (what `auto` picks on a small
+CPU), on 20 everyday sentences — synthesis time against the audio's length, and how much of each the packaged
+Whisper hears back (character error rate of the round trip: intelligibility, not naturalness; listen to
+`--out`'s WAVs for that).
 
     .venv/bin/python -m bench.bench_japanese_voices [--repeats 3] [--out /tmp/ja-voices]
 """

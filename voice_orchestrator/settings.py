@@ -122,9 +122,11 @@ class TextToSpeechSettings(BaseModel):
     # coqui: one Coqui TTS model (coqui-tts, torch) for every language it speaks, e.g. XTTS-v2 on a GPU.
     engine: Literal["embedded", "coqui"] = "embedded"
     # The voice for Japanese text: a Kokoro voice (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo;
-    # natural, ≈ 0.46 x real time on two cores) or "mei" (OpenJTalk's HMM voice: ≈ 0.06 x, a vocoder's buzz).
-    # Requests may name any of them.
-    japanese_voice: str = "jf_alpha"
+    # natural, ≈ 0.46 x real time on two cores, 0.6-0.85 x for a one-word reply) or "mei" (OpenJTalk's HMM
+    # voice: ≈ 0.06 x, a vocoder's buzz); "auto": jf_alpha where this replica makes a one-word reply within
+    # 0.4 x its length (measured at start-up; the status's tts model says which), else mei. Requests may name
+    # any of them.
+    japanese_voice: str = "auto"
     speed: float = Field(default=1.0, gt=0.25, le=4.0)
     # A Piper voice (.onnx with its .onnx.json beside it); None = the packaged en_US-joe-medium.
     piper_model_path: Path | None = None

@@ -6,8 +6,13 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-# Hiragana, katakana (incl. half-width and phonetic extensions) and CJK ideographs.
-_JAPANESE_CHARS = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u3400-\u4dbf\u4e00-\u9fff]")
+# Hiragana, katakana (incl. half-width and phonetic extensions), the marks 々〆〇 and CJK ideographs: the
+# unified blocks, extension A, the compatibility ideographs and extensions B-H in the supplementary planes
+# (rare kanji such as 𠮟 or 𩸽 in names and place names).
+_JAPANESE_CHARS = re.compile(
+    r"[\u3005-\u3007\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    r"\U00020000-\U000323af]"
+)
 
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MARKDOWN_SYMBOLS = re.compile(r"(```|`|\*\*|__|\*|~~|^#{1,6}\s*|^\s*[-+>]\s+|^\s*\d+\.\s+)", re.MULTILINE)

@@ -54,7 +54,14 @@ def retranscribe(body: bytes) -> Transcription:
 
 
 def similarity(a: str, b: str) -> float:
+    """How alike two texts sound: their letters, or for Japanese their readings (what is said, not how it is
+    written: Whisper may write 晴天です as セーテンです, both セーテンデス)."""
+
     def norm(text: str) -> str:
+        if is_japanese(text):
+            import pyopenjtalk
+
+            text = str(pyopenjtalk.g2p(text, kana=True))
         return re.sub(r"[\W_]+", "", text.lower())
 
     return difflib.SequenceMatcher(None, norm(a), norm(b)).ratio()

@@ -48,7 +48,8 @@ def test_a_live_setting_changes_without_restarting_the_models(base_url: str) -> 
     before = replicas()
     assert all(before.values()), before
     assert get_status(base_url)[1].max_concurrent_dialogues == TEST_ARGS["max_concurrent_dialogues"]
-    assert spoken_voice() == "kokoro:jf_alpha"
+    configured = spoken_voice()  # tts.japanese_voice: auto, so Kokoro or mei as this machine's speed has it
+    assert configured in ("kokoro:jf_alpha", "openjtalk:mei")
     try:
         deploy(
             app_config(
@@ -75,7 +76,7 @@ def test_a_live_setting_changes_without_restarting_the_models(base_url: str) -> 
     finally:
         deploy(app_config(TEST_ARGS))
     assert get_status(base_url)[1].max_concurrent_dialogues == TEST_ARGS["max_concurrent_dialogues"]
-    assert spoken_voice() == "kokoro:jf_alpha"
+    assert spoken_voice() == configured
     assert replicas() == before
 
 

@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.integration.faults import deploy_orchestrator
+from tests.integration.http import get_status
 from voice_orchestrator.settings import OrchestratorSettings
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,12 @@ def test_voices_say_which_language_each_speaks(base_url: str) -> None:
     assert voices["jm_kumo"]["languages"] == ["ja"]
     assert voices["mei"]["languages"] == ["ja"]  # OpenJTalk's, the fast one
     assert voices["en_US-joe-medium"]["languages"] == ["en"]
-    assert voices["jf_alpha"]["default_for"] == ["ja"]
+    # The Japanese default is what `tts.japanese_voice: auto` chose here, as the status's model says.
+    defaults = {voice: card["default_for"] for voice, card in voices.items() if card["default_for"]}
+    japanese = next(voice for voice, languages in defaults.items() if languages == ["ja"])
+    assert defaults == {japanese: ["ja"], "en_US-joe-medium": ["en"]}
+    assert japanese in ("jf_alpha", "mei")
+    assert f"({japanese}, auto: " in get_status(base_url)[1].services["tts"].model
     assert "alloy" in listed["openai_voice_names"]
 
 

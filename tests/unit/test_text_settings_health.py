@@ -20,6 +20,11 @@ from voice_orchestrator.text import clean_for_speech, header_text, is_japanese
         ("ひらがな", True),
         ("Tokyo is sunny.", False),
         ("", False),
+        ("𰻞", True),  # extension G (U+30EDE)
+        ("𩸽", True),  # extension B alone
+        ("髙﨑", True),  # a compatibility ideograph (U+FA11)
+        ("々", True),
+        ("Ω 😀 ½", False),  # other scripts, emoji and symbols are not kanji
     ],
 )
 def test_script_detection(text: str, japanese: bool) -> None:

@@ -1,8 +1,10 @@
-"""Offline text-to-speech on CPU: Kokoro-82M for Japanese, Piper for everything else, chosen by script.
+"""Offline text-to-speech on CPU: a Japanese voice for Japanese, Piper for everything else, chosen by script.
 
-Neither voice speaks the other language, so the text itself decides: kana or kanji -> Kokoro (24 kHz),
-otherwise Piper (22.05 kHz for the packaged en_US-joe-medium). Both run ONNX Runtime on CPU. OpenJTalk's
-HMM voice `mei` is the fast Japanese choice (a tenth of Kokoro's time, less natural), by name.
+Neither voice speaks the other language, so the text itself decides: kana or kanji -> the Japanese voice
+(24 kHz), otherwise Piper (22.05 kHz for the packaged en_US-joe-medium). The Japanese voices are Kokoro-82M
+(ONNX Runtime, natural) and OpenJTalk's HMM voice `mei` (a tenth of Kokoro's time, a vocoder's buzz): by
+name, or `japanese_voice: auto`, which measures Kokoro on the replica's cores and keeps it where it is fast
+enough.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +177,52 @@ def bounded_phonemes(phonemes: list[str], most: int) -> list[list[str]]:
     return [*parts, phonemes] if phonemes else parts
 
 
+# `japanese_voice: auto` keeps Kokoro where it makes a short reply in at most this share of the reply's
+# own length (issue 26's yardstick: beyond it, Kokoro is the longest stage of a Japanese turn), else `mei`.
+AUTO = "auto"
+AUTO_KOKORO_BUDGET = 0.4
+AUTO_PROBE_TEXT = "晴れです。"  # the one-word reply of the README's question
+
+
+@dataclass(frozen=True)
+class JapaneseVoiceChoice:
+    """Which voice reads Japanese when a request names none, and why."""
+
+    setting: str
+    voice: str
+    # Kokoro's compute / audio for AUTO_PROBE_TEXT on this replica, the best of a few runs (auto only).
+    kokoro_real_time_factor: float | None = None
+
+    def describe(self) -> str:
+        """As the status's model shows it: the voice, and for auto what decided it."""
+        model = "openjtalk" if self.voice == OpenJTalkVoice.name else "kokoro-82M int8"
+        factor = self.kokoro_real_time_factor
+        why = "" if factor is None else f", auto: Kokoro at {factor:.2f} x real time here"
+        return f"{model} ({self.voice}{why})"
+
+
+def choose_japanese_voice(kokoro_real_time_factor: float, kokoro_voice: str) -> str:
+    return kokoro_voice if kokoro_real_time_factor <= AUTO_KOKORO_BUDGET else OpenJTalkVoice.name
+
+
+def kokoro_real_time_factor(kokoro: KokoroJapaneseVoice, runs: int = 3) -> float:
+    """Kokoro's best compute / audio for the short probe reply, after one warm-up run. The best, not the
+    median: replicas load side by side at start-up, and a neighbour's load is not Kokoro's speed."""
+    kokoro.synthesize(AUTO_PROBE_TEXT)
+    factors = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        speech = kokoro.synthesize(AUTO_PROBE_TEXT)
+        factors.append((time.perf_counter() - started) / speech.duration_s)
+    return min(factors)
+
+
 class EmbeddedSpeechEngine:
     def __init__(self, settings: TextToSpeechSettings, cache_dir: Path) -> None:
         started = time.perf_counter()
         threads = settings.threads
-        fast = settings.japanese_voice == OpenJTalkVoice.name
-        kokoro_voice = "jf_alpha" if fast else settings.japanese_voice
+        named_kokoro = settings.japanese_voice not in (AUTO, OpenJTalkVoice.name)
+        kokoro_voice = settings.japanese_voice if named_kokoro else "jf_alpha"
         # Kokoro's runs are long: spinning through them takes the cores from the replicas beside it (two
         # dialogues at once: 28 % more served with it off) and gains nothing alone. Piper's are short, and
         # spinning makes a short sentence 20-30 % faster with no loss measured beside the others.
@@ -187,23 +230,44 @@ class EmbeddedSpeechEngine:
         kokoro_spins, piper_spins = spins == "always", spins != "never"
         self._japanese = KokoroJapaneseVoice(kokoro_voice, settings.speed, cache_dir, threads, kokoro_spins)
         self._fast_japanese = OpenJTalkVoice(settings.speed)
-        self._japanese_voice = settings.japanese_voice
         self._other = PiperVoice(settings.piper_model_path, settings.speed, threads, piper_spins)
+        self.japanese_choice = self._choose(settings.japanese_voice, threads)
+        self._japanese_voice = self.japanese_choice.voice
         # One synthesis at a time: each already uses every core, and pyopenjtalk's frontend is process-global.
         self._lock = threading.Lock()
         logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
         piper = self._other
+        japanese = self._japanese_voice
         self.info = EngineInfo(
             engine="embedded",
-            model=f"kokoro-82M int8 ({settings.japanese_voice}) + {piper.name}",
+            model=f"{self.japanese_choice.describe()} + {piper.name}",
             extra={
                 "model_id": "kokoro-82m-piper",
                 # Every voice and what it speaks (the OpenAI routes list them and check requests by them).
                 "voices": [{"id": name, "languages": ["ja"]} for name in self._japanese_voices]
                 + [{"id": piper.voice_id, "languages": [piper.language]}],
-                "default_voices": {"ja": settings.japanese_voice, piper.language: piper.voice_id},
+                "default_voices": {"ja": japanese, piper.language: piper.voice_id},
             },
         )
+
+    def _choose(self, setting: str, threads: int) -> JapaneseVoiceChoice:
+        if setting != AUTO:
+            return JapaneseVoiceChoice(setting, setting)
+        factor = kokoro_real_time_factor(self._japanese)
+        voice = choose_japanese_voice(factor, self._japanese.voice)
+        kept = voice != OpenJTalkVoice.name
+        logger.info(
+            "Japanese voice (auto): %s - Kokoro made %r at %.2f x real time on %d threads, %s the %.2f x "
+            "budget%s",
+            voice,
+            AUTO_PROBE_TEXT,
+            factor,
+            threads,
+            "within" if kept else "over",
+            AUTO_KOKORO_BUDGET,
+            "" if kept else "; tts.japanese_voice: jf_alpha keeps Kokoro's more natural voice",
+        )
+        return JapaneseVoiceChoice(setting, voice, factor)
 
     @property
     def _japanese_voices(self) -> list[str]:
@@ -227,6 +291,10 @@ class EmbeddedSpeechEngine:
             )
         with self._lock:
             speech = self._speak_japanese(text, voice) if japanese else piper.synthesize(text)
+            if japanese and speech.samples.size == 0 and voice is None:
+                # Ideographs with no Japanese reading (OpenJTalk passes unknown ones by unread): Piper's
+                # reading of them beats no answer, as before is_japanese knew the rare kanji blocks.
+                speech = piper.synthesize(text)
         if speech.samples.size == 0:  # the text's fault (nothing the voice can pronounce), not the service's
             raise OrchestratorError(
                 OrchestratorErrorCode.INVALID_REQUEST,
