@@ -470,7 +470,8 @@ def _error_rate(clip: SpeechClip, heard: list[Heard]) -> str:
 
 
 def speech_engine() -> EmbeddedSpeechEngine:
-    """The app's own TTS engine (Kokoro + Piper), in this process: what the server adds is the rest."""
+    """The app's own TTS engine (Kokoro, mei and Piper), in this process: what the server adds is the rest.
+    Asked with the voice named, as the server is (its default Japanese voice depends on the machine)."""
     settings = EngineSettings()  # the embedded voices, the cache the app uses
     return EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
 
@@ -499,7 +500,7 @@ async def tts_section(
 
     def asks(text: str, voice: str, japanese: bool) -> dict[str, Callable[[], Awaitable[Spoken]]]:
         ask: dict[str, Callable[[], Awaitable[Spoken]]] = {
-            "engine in-process": partial(engine_synthesize, engine, text)
+            "engine in-process": partial(engine_synthesize, engine, text, voice)
         }
         if not japanese:  # wyoming-piper's only Japanese voice is fetched from the hub: none offline
             ask["wyoming-piper"] = partial(wyoming_synthesize, systems.piper, text, voice)

@@ -86,7 +86,7 @@ def test_mei_can_be_the_default_japanese_voice() -> None:
 
 def test_an_unknown_japanese_voice_is_refused_naming_the_choices() -> None:
     settings = EngineSettings(tts=TextToSpeechSettings(threads=1, japanese_voice="jf_nobody"))
-    with pytest.raises(ValueError, match="'mei'"):
+    with pytest.raises(ValueError, match="'mei' \\(OpenJTalk\\) or 'auto'"):
         EmbeddedSpeechEngine(settings.tts, settings.cache_dir)
 
 

