@@ -17,6 +17,16 @@ _JAPANESE_CHARS = re.compile(
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MARKDOWN_SYMBOLS = re.compile(r"(```|`|\*\*|__|\*|~~|^#{1,6}\s*|^\s*[-+>]\s+|^\s*\d+\.\s+)", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
+# What else small models write in markdown, which a voice would read out as symbols ("vertical line",
+# "less than b r"): table rules and rows, horizontal rules, task boxes, HTML tags, footnote marks,
+# _emphasis_ and backslash escapes.
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$", re.MULTILINE)
+_HORIZONTAL_RULE = re.compile(r"^\s*([-*_])(?:\s*\1){2,}\s*$", re.MULTILINE)
+_TASK_BOX = re.compile(r"^(\s*[-+*]\s+)\[[ xX]\]\s+", re.MULTILINE)
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>\n]{0,200})?/?>")
+_FOOTNOTE = re.compile(r"\[\^[^\]\s]{1,20}\]")
+_UNDERSCORE_EMPHASIS = re.compile(r"(?<!\w)_(?=\S)([^_\n]+?)(?<=\S)_(?!\w)")
+_BACKSLASH_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>])")
 _WHITESPACE = re.compile(r"\s+")
 _PUNCTUATION_RUN = re.compile(r"([^\w\s])\1+")  # "!!!!" -> "!", "……" -> "…", "....." -> "."
 
@@ -40,16 +50,34 @@ def _readable(char: str) -> str:
     return char
 
 
+def _table_row(line: str) -> str:
+    """A markdown table row read as its cells, a pause between each ("| a | b |" -> "a, b")."""
+    if line.count("|") < 2:
+        return line.replace("|", " ")
+    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return ("、" if is_japanese(line) else ", ").join(cell for cell in cells if cell)
+
+
+def _markdown_removed(text: str) -> str:
+    text = _BACKSLASH_ESCAPE.sub(r"\1", text)
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = _URL.sub("", text)
+    text = _HTML_TAG.sub(" ", text)
+    text = _FOOTNOTE.sub("", text)
+    text = _HORIZONTAL_RULE.sub("", _TABLE_RULE.sub("", text))
+    text = _TASK_BOX.sub(r"\1", text)
+    text = "\n".join(_table_row(line) for line in text.split("\n"))
+    text = _UNDERSCORE_EMPHASIS.sub(r"\1", text)
+    return _MARKDOWN_SYMBOLS.sub("", text)
+
+
 def clean_for_speech(text: str) -> str:
     """Text made speakable, for every voice: markdown syntax, URLs, emoji, control and format characters
     removed; a run of one punctuation mark reduced to one; white space collapsed. Nothing speakable left (no
     letter, kana, kanji or digit) is the empty string. Over-long words and digit runs are bounded by the
     sentence splitter; digits stay as written (read as 4-digit numbers, 120 digits took 67 s of speech and
     1.5 GB in Piper; as written, 6 s and 0.3 GB)."""
-    text = "".join(_readable(char) for char in text)
-    text = _MARKDOWN_LINK.sub(r"\1", text)
-    text = _URL.sub("", text)
-    text = _MARKDOWN_SYMBOLS.sub("", text)
+    text = _markdown_removed("".join(_readable(char) for char in text))
     text = "".join(char for char in text if not _is_emoji_or_symbol(char))
     text = _PUNCTUATION_RUN.sub(r"\1", text)
     text = _WHITESPACE.sub(" ", text).strip()

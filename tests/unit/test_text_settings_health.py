@@ -37,6 +37,26 @@ def test_clean_for_speech_removes_markdown_urls_and_emoji() -> None:
     assert clean_for_speech("東京です。😊") == "東京です。"
 
 
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("| City | Weather |\n|---|:---:|\n| Tokyo | sunny |", "City, Weather Tokyo, sunny"),
+        ("| 都市 | 天気 |\n| 東京 | 晴れ |", "都市、天気 東京、晴れ"),  # a Japanese row pauses with 、
+        ("Line one<br>line two<br/>", "Line one line two"),
+        ("<b>bold</b> and <span class='x'>styled</span>", "bold and styled"),
+        ("a < b and c > d", "a < b and c > d"),  # comparisons are not tags
+        ("_emphasis_ here, snake_case_name stays", "emphasis here, snake_case_name stays"),
+        ("First\n---\nNext\n***", "First Next"),  # horizontal rules
+        ("- [ ] buy milk\n- [x] call mum", "buy milk call mum"),
+        ("Tokyo[^1] is big.", "Tokyo is big."),
+        ("\\*not emphasis\\* 5 \\+ 3", "not emphasis 5 + 3"),
+        ("a|b", "a b"),
+    ],
+)
+def test_clean_for_speech_reads_tables_and_drops_other_markdown(text: str, spoken: str) -> None:
+    assert clean_for_speech(text) == spoken
+
+
 def test_header_text_is_latin1_safe_and_reversible() -> None:
     encoded = header_text("今日の天気は？ 50% off")
     encoded.encode("latin-1")
