@@ -107,7 +107,6 @@ class Prepared:
     """What was made during a pause: the transcript, and the answer to it when the session answers."""
 
     transcription: Transcription
-    stt_ms: float
     feed: Feed | None = None
     admission: Admission | None = None
 
@@ -545,8 +544,8 @@ class RealtimeSession:
             except OrchestratorError:
                 return None  # full: the turn is answered the usual way when it ends
         try:
-            transcription, stt_ms = await self._core.hear(self._decoded(audio), self.config.language)
-            prepared = Prepared(transcription, stt_ms, admission=admission)
+            transcription, _ = await self._core.hear(self._decoded(audio), self.config.language)
+            prepared = Prepared(transcription, admission=admission)
             if answer:
                 question = self._question(extra=(transcription.text, transcription.language))
                 prepared.feed = await self._feed(question, ResponseOptions())
