@@ -152,6 +152,11 @@ class StreamAudioEvent(BaseModel):
     text: str
     sample_rate: int
     duration_s: float
+    voice: str = Field(
+        default="",
+        description="The voice that spoke this sentence (kokoro:jf_alpha, openjtalk:mei, "
+        "piper:en_US-joe-medium, ...): tts.japanese_voice: auto picks the Japanese one by the server's speed",
+    )
     audio: str = Field(description="base64 of a PCM16 mono WAV file holding this sentence")
 
 

@@ -183,6 +183,28 @@ def test_spoken_japanese_question_is_answered_aloud(page: Any, japanese_question
     sync_api.expect(page.locator("#history li")).to_have_count(0)
 
 
+def test_the_japanese_voice_picked_goes_with_the_question_and_is_remembered(page: Any) -> None:
+    """The picker lists the server's Japanese voices (GET /v1/audio/voices), the default marked; the one
+    picked is sent as the dialogue's `voice` and is still picked after a reload."""
+    voice = page.locator("#voice")
+    voice.select_option("mei")  # waits until the page has listed the voices
+    options = voice.locator("option").all_inner_texts()
+    assert options[0] == "Server default"
+    assert {"jf_alpha", "mei"} <= {option.removesuffix(" (default)") for option in options}
+    assert "en_US-joe-medium" not in options  # English is read by the English voice whatever is picked
+    assert len([option for option in options if option.endswith(" (default)")]) == 1
+    hold_talk_button(page, 3.0)
+    page.wait_for_function(
+        "() => window.voiceState.error !== null || window.voiceState.timings !== null",
+        timeout=SPEECH_TIMEOUT_MS,
+    )
+    state = voice_state(page)
+    assert state["error"] is None, state["error"]
+    assert {sentence["voice"] for sentence in state["sentences"]} == {"openjtalk:mei"}  # the server spoke it
+    page.reload()
+    sync_api.expect(page.locator("#voice")).to_have_value("mei")
+
+
 def test_too_short_recording_shows_the_typed_error(page: Any) -> None:
     page.keyboard.down("Space")  # the space bar is a talk button too
     page.wait_for_timeout(200)

@@ -54,6 +54,7 @@ async def audio_event(sentence: SpokenSentence) -> StreamAudioEvent:
         text=sentence.text,
         sample_rate=speech.sample_rate,
         duration_s=round(speech.duration_s, 3),
+        voice=speech.voice,
         audio=base64.b64encode(await wav_bytes(speech)).decode("ascii"),
     )
 
