@@ -232,12 +232,10 @@ class EmbeddedSpeechEngine:
         self._fast_japanese = OpenJTalkVoice(settings.speed)
         self._other = PiperVoice(settings.piper_model_path, settings.speed, threads, piper_spins)
         self.japanese_choice = self._choose(settings.japanese_voice, threads)
-        self._japanese_voice = self.japanese_choice.voice
         # One synthesis at a time: each already uses every core, and pyopenjtalk's frontend is process-global.
         self._lock = threading.Lock()
         logger.info("embedded TTS ready in %.1f s", time.perf_counter() - started)
         piper = self._other
-        japanese = self._japanese_voice
         self.info = EngineInfo(
             engine="embedded",
             model=f"{self.japanese_choice.describe()} + {piper.name}",
@@ -246,7 +244,7 @@ class EmbeddedSpeechEngine:
                 # Every voice and what it speaks (the OpenAI routes list them and check requests by them).
                 "voices": [{"id": name, "languages": ["ja"]} for name in self._japanese_voices]
                 + [{"id": piper.voice_id, "languages": [piper.language]}],
-                "default_voices": {"ja": japanese, piper.language: piper.voice_id},
+                "default_voices": {"ja": self.japanese_choice.voice, piper.language: piper.voice_id},
             },
         )
 
@@ -304,7 +302,7 @@ class EmbeddedSpeechEngine:
         return speech
 
     def _speak_japanese(self, text: str, voice: str | None) -> SpeechAudio:
-        chosen = voice if voice in self._japanese_voices else self._japanese_voice
+        chosen = voice if voice in self._japanese_voices else self.japanese_choice.voice
         if chosen == self._fast_japanese.name:
             return self._fast_japanese.synthesize(text)
         return self._japanese.synthesize(text, chosen)
